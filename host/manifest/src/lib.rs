@@ -1,0 +1,297 @@
+//! The Outpost deployment manifest (`outpost.toml`): which plugins run, from which component,
+//! with which grants and limits.
+//!
+//! Everything a plugin can reach is listed here; nothing else is ambient. Parsing is strict:
+//! unknown keys, wrong types and invalid values are errors that name the file, line and field.
+//!
+//! ```
+//! let manifest = outpost_manifest::Manifest::parse(r#"
+//! [host]
+//! name = "backroom-1"
+//!
+//! [plugins.echo]
+//! kind = "pipeline"
+//! component = "echo-pipeline.wasm"
+//! grants.bus = { subscribe = ["camera/frames"], publish = ["camera/echo"] }
+//! "#, "outpost.toml").unwrap();
+//! assert_eq!(manifest.plugins["echo"].grants.bus.publish[0].as_str(), "camera/echo");
+//! ```
+
+mod error;
+mod raw;
+mod topic;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub use error::ManifestError;
+pub use topic::TopicPattern;
+
+/// A validated deployment manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Host-wide settings.
+    pub host: HostSettings,
+    /// Plugins by name, sorted.
+    pub plugins: BTreeMap<String, PluginSpec>,
+    /// Directory that relative paths in the manifest are resolved against.
+    pub base_dir: PathBuf,
+}
+
+/// Host-wide settings from the `[host]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSettings {
+    /// Device name shown in status and logs.
+    pub name: String,
+    /// Directories searched, in order, for plugin components named by a relative path.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Address the host serves `http` plugins on, if any run.
+    pub http_listen: SocketAddr,
+}
+
+/// What world a plugin implements, and so how the host drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PluginKind {
+    /// `outpost:plugin/pipeline`: message in, messages out.
+    Pipeline,
+    /// `outpost:plugin/tiering-policy`: storage-tiering decisions.
+    TieringPolicy,
+    /// `outpost:plugin/network-function`: batched packet processing.
+    NetworkFunction,
+    /// `wasi:cli/command`: a batch job run to completion.
+    Job,
+    /// `wasi:http/proxy`: request/response handler behind a route prefix.
+    Http,
+}
+
+impl PluginKind {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Pipeline => "pipeline",
+            PluginKind::TieringPolicy => "tiering-policy",
+            PluginKind::NetworkFunction => "network-function",
+            PluginKind::Job => "job",
+            PluginKind::Http => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One plugin: its code, configuration, grants and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// Unique name (lowercase letters, digits and `-`).
+    pub name: String,
+    /// The world it implements.
+    pub kind: PluginKind,
+    /// Path of the component (or, for jobs, a WASI preview1 module), resolved at load time.
+    pub component: PathBuf,
+    /// Operator-facing version label.
+    pub version: Option<String>,
+    /// The plugin's own configuration, served read-only through `outpost:plugin/config`.
+    pub config: BTreeMap<String, String>,
+    /// What the plugin may reach.
+    pub grants: Grants,
+    /// Resource ceilings.
+    pub limits: Limits,
+    /// Route prefix for `http` plugins (e.g. `/hello`).
+    pub route: Option<String>,
+    /// Arguments for `job` plugins (without the program name).
+    pub args: Vec<String>,
+}
+
+/// Capabilities granted to one plugin. Empty means none: deny by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grants {
+    /// Preopened directories.
+    pub dirs: Vec<DirGrant>,
+    /// Outbound network access.
+    pub net: NetGrant,
+    /// Environment variables the plugin sees (and only these).
+    pub env: BTreeMap<String, String>,
+    /// Message-bus topics.
+    pub bus: BusGrant,
+    /// A key-value namespace, if granted.
+    pub kv: Option<KvGrant>,
+}
+
+/// A host directory preopened into the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Directory on the host (resolved against the manifest's directory).
+    pub host: PathBuf,
+    /// Absolute path the guest sees it at.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Outbound socket endpoints a plugin may connect or send to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetGrant {
+    /// Allowed remote endpoints.
+    pub connect: Vec<Endpoint>,
+    /// Whether DNS lookups are allowed.
+    pub lookup: bool,
+}
+
+impl NetGrant {
+    /// Whether any network access is granted.
+    pub fn is_empty(&self) -> bool {
+        self.connect.is_empty() && !self.lookup
+    }
+
+    /// Whether `addr` matches an allowed endpoint.
+    pub fn allows(&self, addr: &SocketAddr) -> bool {
+        self.connect.iter().any(|e| e.matches(addr))
+    }
+}
+
+/// An allowed remote endpoint: an IP address and a port, or any port (`ip:*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Remote address.
+    pub ip: IpAddr,
+    /// Remote port; `None` allows every port.
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    /// Parses `ip:port`, `ip:*`, `[v6]:port` or `[v6]:*`.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        if let Some(ip) = text.strip_suffix(":*") {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            return ip
+                .parse()
+                .map(|ip| Endpoint { ip, port: None })
+                .map_err(|_| format!("`{text}` is not an IP address followed by `:*`"));
+        }
+        text.parse::<SocketAddr>()
+            .map(|addr| Endpoint {
+                ip: addr.ip(),
+                port: Some(addr.port()),
+            })
+            .map_err(|_| format!("`{text}` is not `IP:PORT` or `IP:*`"))
+    }
+
+    /// Whether `addr` is this endpoint.
+    pub fn matches(&self, addr: &SocketAddr) -> bool {
+        addr.ip() == self.ip && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// Bus topics a plugin may publish to and receives messages from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusGrant {
+    /// Topics the plugin may publish to.
+    pub publish: Vec<TopicPattern>,
+    /// Topics whose messages are delivered to the plugin.
+    pub subscribe: Vec<TopicPattern>,
+}
+
+impl BusGrant {
+    /// Whether any bus access is granted.
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty()
+    }
+
+    /// Whether publishing on `topic` is allowed.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|p| p.matches(topic))
+    }
+}
+
+/// A key-value namespace grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvGrant {
+    /// Namespace name (defaults to the plugin's name).
+    pub namespace: String,
+    /// Most bytes (keys plus values) the namespace may hold.
+    pub quota_bytes: u64,
+}
+
+/// Per-plugin resource ceilings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear-memory ceiling per instance, in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline for one call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Most elements a table may grow to, and most resource handles an instance may hold.
+    pub table_elements: u32,
+    /// Most bytes a call may return to the host.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            deadline_ms: 1_000,
+            table_elements: 10_000,
+            output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Largest per-plugin memory ceiling a manifest may ask for.
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// Longest per-call deadline a manifest may ask for.
+pub const MAX_DEADLINE_MS: u64 = 10 * 60 * 1_000;
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`; relative paths in it resolve against its
+    /// directory.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError::io(path, e))?;
+        let mut manifest = Manifest::parse(&text, &path.display().to_string())?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        manifest.rebase(base);
+        Ok(manifest)
+    }
+
+    /// Parses and validates manifest text; `origin` names it in errors. Relative paths resolve
+    /// against the current directory until [`Manifest::rebase`] says otherwise.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+        raw::parse(text, origin)
+    }
+
+    /// Resolves every relative path in the manifest against `base`.
+    pub fn rebase(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.base_dir = base.to_path_buf();
+        self.host.plugin_dirs.iter_mut().for_each(join);
+        for plugin in self.plugins.values_mut() {
+            for dir in &mut plugin.grants.dirs {
+                join(&mut dir.host);
+            }
+        }
+    }
+
+    /// Finds a plugin's component: an absolute path as is, a relative one in the manifest's
+    /// directory and then in each of `plugin_dirs` (and the extra directories given).
+    pub fn resolve_component(&self, plugin: &PluginSpec, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
+        if plugin.component.is_absolute() {
+            return Some(plugin.component.clone()).filter(|p| p.is_file());
+        }
+        std::iter::once(&self.base_dir)
+            .chain(&self.host.plugin_dirs)
+            .chain(extra_dirs)
+            .map(|dir| dir.join(&plugin.component))
+            .find(|p| p.is_file())
+    }
+}
