@@ -51,7 +51,8 @@ pub struct HostSettings {
 }
 
 /// What world a plugin implements, and so how the host drives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     /// `outpost:plugin/pipeline`: message in, messages out.
     Pipeline,

@@ -1,1 +1,26 @@
-//! placeholder
+//! Outpost's sandboxed component host.
+//!
+//! One [`HostEngine`] (wasmtime with the pooling allocator and epoch deadlines) compiles
+//! plugins through an integrity-checked [`CompileCache`]; each [`Plugin`] is checked against its
+//! grants before anything runs ([`capability`]), pre-instantiated once, and instantiated fresh
+//! per call under its memory, table, handle, output and deadline limits. The [`Appliance`] runs
+//! a whole manifest: pipelines on the bus, HTTP handlers behind routes, jobs.
+
+pub mod appliance;
+pub mod cache;
+pub mod capability;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod inspect;
+pub mod job;
+pub mod limits;
+pub mod plugin;
+pub mod state;
+
+pub use appliance::{Appliance, ApplianceOptions, PluginStatus};
+pub use cache::{CacheOutcome, CompileCache};
+pub use engine::{EngineSettings, HostEngine};
+pub use error::{CallError, RuntimeError};
+pub use job::{JobOptions, JobOutcome, JobStdio, run_job};
+pub use plugin::{OutMessage, Plugin};
