@@ -46,8 +46,10 @@ pub struct HostSettings {
     pub name: String,
     /// Directories searched, in order, for plugin components named by a relative path.
     pub plugin_dirs: Vec<PathBuf>,
-    /// Address the host serves `http` plugins on, if any run.
+    /// Address the host serves `http` plugins and its own endpoints on.
     pub http_listen: SocketAddr,
+    /// Bus topics whose messages the host writes to its log (for watching a pipeline work).
+    pub log_topics: Vec<TopicPattern>,
 }
 
 /// What world a plugin implements, and so how the host drives it.

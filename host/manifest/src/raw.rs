@@ -27,6 +27,8 @@ struct RawHost {
     #[serde(default)]
     plugin_dirs: Vec<PathBuf>,
     http_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    log_topics: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -152,10 +154,18 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         })?,
         None => DEFAULT_HTTP_LISTEN.parse().expect("the default address is valid"),
     };
+    let mut log_topics = Vec::new();
+    for t in raw.host.log_topics {
+        match TopicPattern::parse(t.get_ref()) {
+            Ok(p) => log_topics.push(p),
+            Err(why) => return c.err(t.span(), format!("host.log_topics: {why}")),
+        }
+    }
     let host = HostSettings {
         name: raw.host.name.unwrap_or_else(|| "outpost".to_string()),
         plugin_dirs: raw.host.plugin_dirs,
         http_listen,
+        log_topics,
     };
 
     let mut plugins = BTreeMap::new();

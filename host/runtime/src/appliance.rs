@@ -92,6 +92,7 @@ pub struct Appliance {
     kv: KvStore,
     slots: BTreeMap<String, Slot>,
     routes: Vec<HttpRoute>,
+    search_dirs: Vec<PathBuf>,
     http_addr: Mutex<Option<SocketAddr>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -160,6 +161,7 @@ impl Appliance {
             kv,
             slots,
             routes,
+            search_dirs: search,
             http_addr: Mutex::new(None),
             shutdown,
             tasks: Mutex::default(),
@@ -167,6 +169,7 @@ impl Appliance {
         });
         appliance.start_pipelines();
         appliance.start_jobs();
+        appliance.start_topic_log();
         let listen = opts.http_listen.unwrap_or(appliance.manifest.host.http_listen);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -251,14 +254,32 @@ impl Appliance {
         }
     }
 
+    /// Writes messages on `host.log_topics` to the log.
+    fn start_topic_log(self: &Arc<Self>) {
+        let topics = self.manifest.host.log_topics.clone();
+        if topics.is_empty() {
+            return;
+        }
+        let mut sub = self.bus.subscribe("host-log", topics, PIPELINE_QUEUE);
+        let mut shutdown = self.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    m = sub.recv() => match m { Some(m) => m, None => return },
+                    _ = shutdown.changed() => return,
+                };
+                let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+                tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
+            }
+        });
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+
     fn start_jobs(self: &Arc<Self>) {
         for (name, slot) in &self.slots {
             let Slot::Job { plugin: Some(_), result } = slot else { continue };
             let spec = self.manifest.plugins[name].clone();
-            let search: Vec<PathBuf> = Vec::new();
-            let Some(path) = self.manifest.resolve_component(&spec, &search).or_else(|| {
-                self.manifest.resolve_component(&spec, &[self.data_plugins_dir()])
-            }) else {
+            let Some(path) = self.manifest.resolve_component(&spec, &self.search_dirs) else {
                 continue;
             };
             let engine = self.engine.clone();
@@ -292,10 +313,6 @@ impl Appliance {
             });
             self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         }
-    }
-
-    fn data_plugins_dir(&self) -> PathBuf {
-        self.manifest.base_dir.join("plugins")
     }
 
     /// The running plugin called `name`.

@@ -76,7 +76,8 @@ pub fn requirement(interface: &str, kind: PluginKind) -> Requirement {
     let wasi_02 = version.is_none_or(|v| v.starts_with("0.2."));
     match package {
         "outpost:plugin" if version.is_none_or(|v| v.starts_with("0.1.")) => match iface {
-            "log" | "config" => Requirement::Ambient,
+            // Their own config, logging, and interfaces that only define types.
+            "log" | "config" | "pipeline-types" | "tiering-types" | "packet-types" => Requirement::Ambient,
             "bus" => Requirement::Grant("a bus topic", "grants.bus"),
             "kv" => Requirement::Grant("a kv namespace", "grants.kv"),
             _ => Requirement::Unsupported,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use outpost_manifest::{PluginKind, PluginSpec};
 use serde::Serialize;
 use wasmtime::component::{
-    ComponentExportIndex, ComponentType, InstancePre, Lift, Linker, WasmList, WasmStr,
+    ComponentExportIndex, ComponentType, InstancePre, Lift, Linker,
 };
 use wasmtime::{Store, UpdateDeadline};
 
@@ -34,16 +34,18 @@ pub struct OutMessage {
     pub payload: Vec<u8>,
 }
 
-/// The pipeline world's `message` record, lifted lazily so sizes are checked before anything
-/// is copied out of guest memory.
+/// The pipeline world's `message` record as the host lifts it.
 #[derive(ComponentType, Lift)]
 #[component(record)]
 struct RawMessage {
-    topic: WasmStr,
-    payload: WasmList<u8>,
+    topic: String,
+    payload: Vec<u8>,
 }
 
-type HandleResult = (Result<WasmList<RawMessage>, WasmStr>,);
+/// Results are lifted eagerly: wasmtime runs the guest's post-return (which frees the returned
+/// buffers) as soon as the call returns, so lazy views would read freed memory. What a guest can
+/// return is bounded by its memory ceiling; the output limit is checked right after lifting.
+type HandleResult = (Result<Vec<RawMessage>, String>,);
 
 /// Counters for one plugin.
 #[derive(Debug, Default)]
@@ -288,41 +290,25 @@ impl Plugin {
             size,
             limit,
         };
-        let list = match result {
-            Ok(list) => list,
-            Err(message) => {
-                let len = message.to_str(&store).map(|s| s.len()).unwrap_or(0) as u64;
-                if len > limit {
-                    return Err(too_large(len));
-                }
-                let message = message.to_str(&store).map_err(|e| self.classify(&e))?.into_owned();
-                return Err(CallError::Guest { plugin: name.clone(), message });
-            }
+        let messages = match result {
+            Ok(messages) => messages,
+            Err(message) if message.len() as u64 > limit => return Err(too_large(message.len() as u64)),
+            Err(message) => return Err(CallError::Guest { plugin: name.clone(), message }),
         };
-        if list.len() > MAX_OUTPUT_MESSAGES {
+        if messages.len() > MAX_OUTPUT_MESSAGES {
             return Err(CallError::Refused {
                 plugin: name.clone(),
-                message: format!("returned {} messages, more than the {MAX_OUTPUT_MESSAGES} allowed per call", list.len()),
+                message: format!("returned {} messages, more than the {MAX_OUTPUT_MESSAGES} allowed per call", messages.len()),
             });
         }
-        let mut raw = Vec::with_capacity(list.len());
-        let mut total: u64 = 0;
-        for i in 0..list.len() {
-            let Some(item) = list.get(&mut store, i) else { break };
-            let item = item.map_err(|e| self.classify(&e))?;
-            total += (item.topic.to_str(&store).map(|s| s.len()).unwrap_or(0) + item.payload.len()) as u64;
-            if total > limit {
-                return Err(too_large(total));
-            }
-            raw.push(item);
+        let total: u64 = messages.iter().map(|m| (m.topic.len() + m.payload.len()) as u64).sum();
+        if total > limit {
+            return Err(too_large(total));
         }
-        let mut out = Vec::with_capacity(raw.len());
-        for item in raw {
-            let topic = item.topic.to_str(&store).map_err(|e| self.classify(&e))?.into_owned();
-            let payload = item.payload.as_le_slice(&store).to_vec();
-            out.push(OutMessage { topic, payload });
-        }
-        Ok(out)
+        Ok(messages
+            .into_iter()
+            .map(|m| OutMessage { topic: m.topic, payload: m.payload })
+            .collect())
     }
 
     pub(crate) fn classify_instantiate(&self, err: &wasmtime::Error) -> CallError {
