@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of the project from a clean machine: installs what is missing (the
+# wasm32-wasip2 target), checks formatting and lints on the host and guest workspaces, then runs
+# unit, integration, conformance and doc tests, and the benchmarks in quick mode so they never rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  say "installing the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+say "format"
+cargo fmt --all --check
+cargo fmt --all --check --manifest-path plugins/Cargo.toml
+
+say "lint (host)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "lint (guests)"
+cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --workspace --release \
+  --target-dir target/guest --locked -- -D warnings
+
+say "tests"
+cargo test --workspace --locked
+
+say "benchmarks (quick mode: they must run, figures are not asserted)"
+cargo bench --workspace --locked -- --quick --noplot > target/bench-quick.log 2>&1 || {
+  tail -50 target/bench-quick.log; exit 1; }
+grep -E "ratio|time:" target/bench-quick.log | head -40 || true
