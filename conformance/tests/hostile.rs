@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use outpost_manifest::{
-    BusGrant, DirGrant, Endpoint, Grants, KvGrant, Limits, NetGrant, PluginKind, PluginSpec, TopicPattern,
+    BusGrant, DirGrant, Endpoint, Grants, KvGrant, Limits, NetGrant, PluginKind, PluginSpec,
+    TopicPattern,
 };
 use outpost_runtime::capability::CapabilityError;
 use outpost_runtime::plugin::plugin_linker;
@@ -43,21 +44,43 @@ fn spec(name: &str, component: &str, grants: Grants, limits: Limits) -> PluginSp
 fn hostile_grants(dirs: &Path, port: u16) -> Grants {
     Grants {
         dirs: vec![
-            DirGrant { host: dirs.join("data"), guest: "/data".into(), read_only: false },
-            DirGrant { host: dirs.join("ro"), guest: "/ro".into(), read_only: true },
+            DirGrant {
+                host: dirs.join("data"),
+                guest: "/data".into(),
+                read_only: false,
+            },
+            DirGrant {
+                host: dirs.join("ro"),
+                guest: "/ro".into(),
+                read_only: true,
+            },
         ],
         net: NetGrant {
-            connect: vec![Endpoint { ip: [127, 0, 0, 1].into(), port: Some(port) }],
+            connect: vec![Endpoint {
+                ip: [127, 0, 0, 1].into(),
+                port: Some(port),
+            }],
             lookup: false,
         },
         env: [("GRANTED".to_string(), "yes".to_string())].into(),
-        bus: BusGrant { publish: vec![TopicPattern::parse("allowed/#").unwrap()], subscribe: vec![] },
-        kv: Some(KvGrant { namespace: "hostile".into(), quota_bytes: 256 << 10 }),
+        bus: BusGrant {
+            publish: vec![TopicPattern::parse("allowed/#").unwrap()],
+            subscribe: vec![],
+        },
+        kv: Some(KvGrant {
+            namespace: "hostile".into(),
+            quota_bytes: 256 << 10,
+        }),
     }
 }
 
 fn hostile_limits() -> Limits {
-    Limits { memory_bytes: 32 << 20, deadline_ms: 300, table_elements: 1000, output_bytes: 1 << 20 }
+    Limits {
+        memory_bytes: 32 << 20,
+        deadline_ms: 300,
+        table_elements: 1000,
+        output_bytes: 1 << 20,
+    }
 }
 
 fn load(
@@ -79,14 +102,23 @@ fn load(
         grants.clone(),
         limits,
         Some(bus.clone()),
-        grants.kv.as_ref().map(|g| kv.namespace(&g.namespace, g.quota_bytes)),
+        grants
+            .kv
+            .as_ref()
+            .map(|g| kv.namespace(&g.namespace, g.quota_bytes)),
     );
     let bytes = std::fs::read(component).unwrap();
     Plugin::load(engine, &cache, &linker, &s, ctx, &bytes)
 }
 
 fn sandbox() -> Sandbox {
-    let engine = Arc::new(HostEngine::new(EngineSettings { instance_slots: 32, ..EngineSettings::default() }).unwrap());
+    let engine = Arc::new(
+        HostEngine::new(EngineSettings {
+            instance_slots: 32,
+            ..EngineSettings::default()
+        })
+        .unwrap(),
+    );
     let dirs = tempfile::tempdir().unwrap();
     for d in ["data", "ro", "sibling"] {
         std::fs::create_dir(dirs.path().join(d)).unwrap();
@@ -95,19 +127,41 @@ fn sandbox() -> Sandbox {
     std::fs::write(dirs.path().join("ro/readme.txt"), "read me").unwrap();
     std::fs::write(dirs.path().join("data/mine.txt"), "mine").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dirs.path().join("data/passwd-link")).unwrap();
-    std::os::unix::fs::symlink("../sibling/secret.txt", dirs.path().join("data/secret-link")).unwrap();
+    std::os::unix::fs::symlink(
+        "../sibling/secret.txt",
+        dirs.path().join("data/secret-link"),
+    )
+    .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let granted_port = listener.local_addr().unwrap().port();
     let bus = Bus::new(1 << 20);
     let kv = KvStore::in_memory().unwrap();
-    let hostile = load(&engine, "hostile", outpost_artifacts::HOSTILE, hostile_grants(dirs.path(), granted_port), hostile_limits(), &bus, &kv)
-        .expect("the hostile plugin loads with full grants");
+    let hostile = load(
+        &engine,
+        "hostile",
+        outpost_artifacts::HOSTILE,
+        hostile_grants(dirs.path(), granted_port),
+        hostile_limits(),
+        &bus,
+        &kv,
+    )
+    .expect("the hostile plugin loads with full grants");
     let neighbour = load(
         &engine,
         "neighbour",
         outpost_artifacts::ECHO_PIPELINE,
-        Grants { kv: Some(KvGrant { namespace: "neighbour".into(), quota_bytes: 1024 }), ..Grants::default() },
-        Limits { memory_bytes: 16 << 20, deadline_ms: 2000, ..Limits::default() },
+        Grants {
+            kv: Some(KvGrant {
+                namespace: "neighbour".into(),
+                quota_bytes: 1024,
+            }),
+            ..Grants::default()
+        },
+        Limits {
+            memory_bytes: 16 << 20,
+            deadline_ms: 2000,
+            ..Limits::default()
+        },
         &bus,
         &kv,
     )
@@ -124,7 +178,11 @@ fn sandbox() -> Sandbox {
 
 /// Runs one attack while the neighbour is called in a loop; returns the attack's result after
 /// checking that the neighbour never failed and that the hostile plugin recovers.
-async fn attack(sb: &Sandbox, topic: &str, payload: &str) -> Result<Vec<outpost_runtime::OutMessage>, CallError> {
+async fn attack(
+    sb: &Sandbox,
+    topic: &str,
+    payload: &str,
+) -> Result<Vec<outpost_runtime::OutMessage>, CallError> {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let neighbour = {
@@ -133,7 +191,10 @@ async fn attack(sb: &Sandbox, topic: &str, payload: &str) -> Result<Vec<outpost_
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) || i == 0 {
                 let payload = format!("ping {i}");
-                let out = n.handle("n", payload.as_bytes()).await.expect("the neighbour keeps serving");
+                let out = n
+                    .handle("n", payload.as_bytes())
+                    .await
+                    .expect("the neighbour keeps serving");
                 assert_eq!(out[0].payload, payload.as_bytes());
                 ok.fetch_add(1, Ordering::Relaxed);
                 i += 1;
@@ -144,8 +205,15 @@ async fn attack(sb: &Sandbox, topic: &str, payload: &str) -> Result<Vec<outpost_
     let result = sb.hostile.handle(topic, payload.as_bytes()).await;
     stop.store(true, Ordering::Relaxed);
     neighbour.await.expect("the neighbour task did not panic");
-    assert!(ok.load(Ordering::Relaxed) > 0, "the neighbour answered during the attack");
-    let after = sb.hostile.handle("ok", b"still here").await.expect("the hostile plugin serves its next call");
+    assert!(
+        ok.load(Ordering::Relaxed) > 0,
+        "the neighbour answered during the attack"
+    );
+    let after = sb
+        .hostile
+        .handle("ok", b"still here")
+        .await
+        .expect("the hostile plugin serves its next call");
     assert_eq!(after[0].payload, b"still here");
     result
 }
@@ -168,9 +236,15 @@ async fn reading_etc_passwd_outside_every_preopen_finds_nothing() {
 async fn dot_dot_cannot_climb_out_of_a_preopen_into_a_sibling() {
     let sb = sandbox();
     let err = guest_error(attack(&sb, "read", "/data/../sibling/secret.txt").await);
-    assert!(err.starts_with("NotFound") || err.starts_with("PermissionDenied"), "{err}");
+    assert!(
+        err.starts_with("NotFound") || err.starts_with("PermissionDenied"),
+        "{err}"
+    );
     let err = guest_error(attack(&sb, "read", "/data/../../../../etc/passwd").await);
-    assert!(err.starts_with("NotFound") || err.starts_with("PermissionDenied"), "{err}");
+    assert!(
+        err.starts_with("NotFound") || err.starts_with("PermissionDenied"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,11 +266,17 @@ async fn writing_to_a_read_only_preopen_is_denied_and_changes_nothing() {
     assert!(err.starts_with("PermissionDenied"), "{err}");
     let err = guest_error(attack(&sb, "write", "/ro/new.txt").await);
     assert!(err.starts_with("PermissionDenied"), "{err}");
-    assert_eq!(std::fs::read_to_string(sb.dirs.path().join("ro/readme.txt")).unwrap(), "read me");
+    assert_eq!(
+        std::fs::read_to_string(sb.dirs.path().join("ro/readme.txt")).unwrap(),
+        "read me"
+    );
     assert!(!sb.dirs.path().join("ro/new.txt").exists());
     // Control: the read-write preopen accepts the same write.
     attack(&sb, "write", "/data/new.txt").await.unwrap();
-    assert_eq!(std::fs::read_to_string(sb.dirs.path().join("data/new.txt")).unwrap(), "pwned");
+    assert_eq!(
+        std::fs::read_to_string(sb.dirs.path().join("data/new.txt")).unwrap(),
+        "pwned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +287,9 @@ async fn connecting_to_an_address_that_was_not_granted_is_denied() {
     let err = guest_error(attack(&sb, "connect", &addr).await);
     assert!(err.starts_with("PermissionDenied"), "{err}");
     // Control: the granted address connects.
-    let ok = attack(&sb, "connect", &format!("127.0.0.1:{}", sb.granted_port)).await.unwrap();
+    let ok = attack(&sb, "connect", &format!("127.0.0.1:{}", sb.granted_port))
+        .await
+        .unwrap();
     assert_eq!(ok[0].payload, b"connected");
 }
 
@@ -229,18 +311,36 @@ async fn host_environment_variables_are_invisible_and_granted_ones_visible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_kv_without_a_kv_grant_is_refused_at_load() {
-    let engine = HostEngine::new(EngineSettings { instance_slots: 4, ..EngineSettings::default() }).unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        instance_slots: 4,
+        ..EngineSettings::default()
+    })
+    .unwrap();
     let dirs = tempfile::tempdir().unwrap();
     let mut grants = hostile_grants(dirs.path(), 1);
     grants.dirs.clear();
     grants.kv = None;
     let dummy = tempfile::tempdir().unwrap();
-    grants.dirs.push(DirGrant { host: dummy.path().into(), guest: "/d".into(), read_only: true });
-    let err = load(&engine, "hostile", outpost_artifacts::HOSTILE, grants, hostile_limits(), &Bus::new(16), &KvStore::in_memory().unwrap())
-        .err()
-        .expect("refused");
+    grants.dirs.push(DirGrant {
+        host: dummy.path().into(),
+        guest: "/d".into(),
+        read_only: true,
+    });
+    let err = load(
+        &engine,
+        "hostile",
+        outpost_artifacts::HOSTILE,
+        grants,
+        hostile_limits(),
+        &Bus::new(16),
+        &KvStore::in_memory().unwrap(),
+    )
+    .err()
+    .expect("refused");
     match err {
-        RuntimeError::Capability(CapabilityError::NotGranted { interface, hint, .. }) => {
+        RuntimeError::Capability(CapabilityError::NotGranted {
+            interface, hint, ..
+        }) => {
             assert_eq!(interface, "outpost:plugin/kv@0.1.0");
             assert_eq!(hint, "grants.kv");
         }
@@ -250,18 +350,32 @@ async fn importing_kv_without_a_kv_grant_is_refused_at_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_sockets_without_a_net_grant_is_refused_at_load() {
-    let engine = HostEngine::new(EngineSettings { instance_slots: 4, ..EngineSettings::default() }).unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        instance_slots: 4,
+        ..EngineSettings::default()
+    })
+    .unwrap();
     let dirs = tempfile::tempdir().unwrap();
     std::fs::create_dir(dirs.path().join("data")).unwrap();
     std::fs::create_dir(dirs.path().join("ro")).unwrap();
     let mut grants = hostile_grants(dirs.path(), 1);
     grants.net = NetGrant::default();
-    let err = load(&engine, "hostile", outpost_artifacts::HOSTILE, grants, hostile_limits(), &Bus::new(16), &KvStore::in_memory().unwrap())
-        .err()
-        .expect("refused");
+    let err = load(
+        &engine,
+        "hostile",
+        outpost_artifacts::HOSTILE,
+        grants,
+        hostile_limits(),
+        &Bus::new(16),
+        &KvStore::in_memory().unwrap(),
+    )
+    .err()
+    .expect("refused");
     let text = err.to_string();
     match err {
-        RuntimeError::Capability(CapabilityError::NotGranted { interface, hint, .. }) => {
+        RuntimeError::Capability(CapabilityError::NotGranted {
+            interface, hint, ..
+        }) => {
             assert!(interface.starts_with("wasi:sockets/"), "{interface}");
             assert_eq!(hint, "grants.net");
             assert!(text.contains("not granted network access"), "{text}");
@@ -274,14 +388,19 @@ async fn importing_sockets_without_a_net_grant_is_refused_at_load() {
 async fn allocating_past_the_memory_ceiling_traps_with_a_memory_limit_error() {
     let sb = sandbox();
     match attack(&sb, "alloc", "64").await {
-        Err(CallError::MemoryLimitExceeded { limit, requested, .. }) => {
+        Err(CallError::MemoryLimitExceeded {
+            limit, requested, ..
+        }) => {
             assert_eq!(limit, 32 << 20);
             assert!(requested > limit);
         }
         other => panic!("expected MemoryLimitExceeded, got {other:?}"),
     }
     // Control: an allocation within the ceiling succeeds.
-    assert_eq!(attack(&sb, "alloc", "8").await.unwrap()[0].payload, (8usize << 20).to_string().as_bytes());
+    assert_eq!(
+        attack(&sb, "alloc", "8").await.unwrap()[0].payload,
+        (8usize << 20).to_string().as_bytes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +450,9 @@ async fn a_gigantic_output_is_refused_by_the_output_limit() {
 async fn too_many_output_messages_are_refused() {
     let sb = sandbox();
     match attack(&sb, "many-messages", "20000").await {
-        Err(CallError::Refused { message, .. }) => assert!(message.contains("20000 messages"), "{message}"),
+        Err(CallError::Refused { message, .. }) => {
+            assert!(message.contains("20000 messages"), "{message}")
+        }
         other => panic!("expected Refused, got {other:?}"),
     }
 }
@@ -348,14 +469,19 @@ async fn publishing_outside_the_publish_grant_is_refused() {
 async fn filling_kv_stops_at_the_quota() {
     let sb = sandbox();
     let err = guest_error(attack(&sb, "kv-fill", "").await);
-    assert!(err.starts_with(&format!("KvError::QuotaExceeded({})", 256 << 10)), "{err}");
+    assert!(
+        err.starts_with(&format!("KvError::QuotaExceeded({})", 256 << 10)),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_plugin_is_a_trap_and_its_next_call_works() {
     let sb = sandbox();
     match attack(&sb, "panic", "").await {
-        Err(CallError::Trap { message, .. }) => assert!(message.contains("unreachable"), "{message}"),
+        Err(CallError::Trap { message, .. }) => {
+            assert!(message.contains("unreachable"), "{message}")
+        }
         other => panic!("expected Trap, got {other:?}"),
     }
 }

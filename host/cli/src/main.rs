@@ -18,7 +18,11 @@ const DEMO_MANIFEST: &str = include_str!("../../../examples/appliance.toml");
 const JOB_DEFAULT_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
 
 #[derive(Parser)]
-#[command(name = "outpost", version, about = "A sandboxed WebAssembly plugin host for edge appliances")]
+#[command(
+    name = "outpost",
+    version,
+    about = "A sandboxed WebAssembly plugin host for edge appliances"
+)]
 struct Cli {
     /// Log output format (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -115,7 +119,10 @@ enum PluginCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("outpost: error: cannot start the async runtime: {e}");
@@ -132,9 +139,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -167,7 +177,9 @@ fn seed_bundled_plugins(data_dir: &Path) -> Result<()> {
 async fn up(args: UpArgs) -> Result<ExitCode> {
     let manifest = match &args.manifest {
         Some(path) => Manifest::load(path)?,
-        None if Path::new("examples/appliance.toml").is_file() => Manifest::load(Path::new("examples/appliance.toml"))?,
+        None if Path::new("examples/appliance.toml").is_file() => {
+            Manifest::load(Path::new("examples/appliance.toml"))?
+        }
         None => {
             let mut m = Manifest::parse(DEMO_MANIFEST, "built-in demo manifest")?;
             m.rebase(&args.data_dir);
@@ -180,15 +192,24 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     opts.ephemeral = args.ephemeral;
     let appliance = Appliance::start(manifest, opts).await?;
     print_started(&appliance);
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     eprintln!("outpost: stopping");
     appliance.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_started(appliance: &Arc<Appliance>) {
-    let addr = appliance.http_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!("outpost {} — host `{}` is up", env!("CARGO_PKG_VERSION"), appliance.manifest().host.name);
+    let addr = appliance
+        .http_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!(
+        "outpost {} — host `{}` is up",
+        env!("CARGO_PKG_VERSION"),
+        appliance.manifest().host.name
+    );
     println!("  http:      http://{addr}  (status: /v1/status, ingest: POST /v1/bus/<topic>)");
     for p in appliance.status() {
         let detail = match (p.route.as_deref(), p.subscribe.is_empty()) {
@@ -196,11 +217,22 @@ fn print_started(appliance: &Arc<Appliance>) {
             (None, false) => format!("subscribes {}", p.subscribe.join(", ")),
             _ => String::new(),
         };
-        let error = p.stats.last_error.as_deref().filter(|_| p.state == "failed").map(|e| format!(" — {e}")).unwrap_or_default();
-        println!("  plugin:    {:<12} {:<16} {:<9} {detail}{error}", p.name, p.kind, p.state);
+        let error = p
+            .stats
+            .last_error
+            .as_deref()
+            .filter(|_| p.state == "failed")
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default();
+        println!(
+            "  plugin:    {:<12} {:<16} {:<9} {detail}{error}",
+            p.name, p.kind, p.state
+        );
     }
     if appliance.plugin("echo").is_some() && appliance.plugin("hello").is_some() {
-        println!("  try:       curl -X POST http://{addr}/v1/bus/demo/in -d 'hello edge'   (watch the log)");
+        println!(
+            "  try:       curl -X POST http://{addr}/v1/bus/demo/in -d 'hello edge'   (watch the log)"
+        );
         println!("             curl http://{addr}/hello");
     }
     println!("  stop with ctrl-c");
@@ -217,10 +249,17 @@ fn status(addr: SocketAddr) -> Result<ExitCode> {
         bail!("malformed response from {addr}");
     };
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{addr} answered: {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "{addr} answered: {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
-    let plugins: Vec<serde_json::Value> = serde_json::from_str(body).context("status is not JSON")?;
-    println!("{:<14} {:<17} {:<10} {:>8} {:>7}  last error", "PLUGIN", "KIND", "STATE", "CALLS", "ERRORS");
+    let plugins: Vec<serde_json::Value> =
+        serde_json::from_str(body).context("status is not JSON")?;
+    println!(
+        "{:<14} {:<17} {:<10} {:>8} {:>7}  last error",
+        "PLUGIN", "KIND", "STATE", "CALLS", "ERRORS"
+    );
     for p in plugins {
         println!(
             "{:<14} {:<17} {:<10} {:>8} {:>7}  {}",
@@ -265,13 +304,18 @@ async fn job_run(args: JobRunArgs) -> Result<ExitCode> {
         grants.env.insert(k.to_string(), v.to_string());
     }
     for n in &args.net {
-        grants.net.connect.push(Endpoint::parse(n).map_err(|e| anyhow::anyhow!("--net: {e}"))?);
+        grants
+            .net
+            .connect
+            .push(Endpoint::parse(n).map_err(|e| anyhow::anyhow!("--net: {e}"))?);
     }
     grants.net.lookup = args.allow_lookup;
     let limits = Limits {
         memory_bytes: match args.max_memory_mb {
             Some(0) => bail!("--max-memory-mb must be at least 1"),
-            Some(mb) if mb << 20 > MAX_MEMORY_BYTES => bail!("--max-memory-mb {mb} exceeds {}", MAX_MEMORY_BYTES >> 20),
+            Some(mb) if mb << 20 > MAX_MEMORY_BYTES => {
+                bail!("--max-memory-mb {mb} exceeds {}", MAX_MEMORY_BYTES >> 20)
+            }
             Some(mb) => mb << 20,
             None => MAX_MEMORY_BYTES,
         },
@@ -282,13 +326,18 @@ async fn job_run(args: JobRunArgs) -> Result<ExitCode> {
         },
         ..Limits::default()
     };
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let engine = HostEngine::new(EngineSettings {
         instance_slots: 4,
         ..EngineSettings::default()
     })?;
     let cache = CompileCache::disabled(engine.engine());
-    let name = args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
     let mut argv = vec![name.clone()];
     argv.extend(args.args);
     let outcome = outpost_runtime::run_job(
@@ -307,7 +356,9 @@ async fn job_run(args: JobRunArgs) -> Result<ExitCode> {
     if let Some(e) = &outcome.error {
         eprintln!("outpost: error: {e}");
     }
-    Ok(ExitCode::from(u8::try_from(outcome.exit_code & 0xff).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(outcome.exit_code & 0xff).unwrap_or(1),
+    ))
 }
 
 fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
@@ -318,17 +369,24 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
     })?;
     let cache = CompileCache::disabled(engine.engine());
     let inspection = if outpost_runtime::inspect::is_component(&bytes) {
-        let (component, _) = cache.load_component(engine.engine(), &bytes).with_context(|| file.display().to_string())?;
+        let (component, _) = cache
+            .load_component(engine.engine(), &bytes)
+            .with_context(|| file.display().to_string())?;
         outpost_runtime::inspect::inspect_component(engine.engine(), &component, &bytes)
     } else {
-        let (module, _) = cache.load_module(engine.engine(), &bytes).with_context(|| file.display().to_string())?;
+        let (module, _) = cache
+            .load_module(engine.engine(), &bytes)
+            .with_context(|| file.display().to_string())?;
         outpost_runtime::inspect::inspect_module(&module, &bytes)
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let world = inspection.world.map(|w| w.to_string()).unwrap_or_else(|| "none of the Outpost worlds".into());
+    let world = inspection
+        .world
+        .map(|w| w.to_string())
+        .unwrap_or_else(|| "none of the Outpost worlds".into());
     println!("file:     {}", file.display());
     println!("artifact: {:?}", inspection.artifact);
     println!("world:    {world}");
@@ -339,10 +397,17 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
         let need = if inspection.artifact == outpost_runtime::inspect::ArtifactKind::CoreModule {
             "wasi preview1 (jobs only)".to_string()
         } else {
-            match outpost_runtime::capability::requirement(i, inspection.world.unwrap_or(outpost_manifest::PluginKind::Job)) {
-            outpost_runtime::capability::Requirement::Ambient => "ambient".to_string(),
-            outpost_runtime::capability::Requirement::Grant(_, key) => format!("needs {key}"),
-            outpost_runtime::capability::Requirement::Unsupported => "not provided by this host".to_string(),
+            match outpost_runtime::capability::requirement(
+                i,
+                inspection
+                    .world
+                    .unwrap_or(outpost_manifest::PluginKind::Job),
+            ) {
+                outpost_runtime::capability::Requirement::Ambient => "ambient".to_string(),
+                outpost_runtime::capability::Requirement::Grant(_, key) => format!("needs {key}"),
+                outpost_runtime::capability::Requirement::Unsupported => {
+                    "not provided by this host".to_string()
+                }
             }
         };
         println!("  {i:<48} {need}");

@@ -14,12 +14,18 @@ fn outpost() -> Command {
 fn version_prints_the_package_version() {
     let out = outpost().arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("outpost {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("outpost {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn plugin_inspect_names_the_world_imports_and_digest() {
-    let out = outpost().args(["plugin", "inspect", outpost_artifacts::ECHO_PIPELINE]).output().unwrap();
+    let out = outpost()
+        .args(["plugin", "inspect", outpost_artifacts::ECHO_PIPELINE])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
     assert!(text.contains("world:    pipeline"), "{text}");
@@ -30,34 +36,70 @@ fn plugin_inspect_names_the_world_imports_and_digest() {
 
 #[test]
 fn job_run_passes_args_streams_output_and_returns_the_exit_status() {
-    let out = outpost().args(["job", "run", outpost_artifacts::HELLO_JOB, "--", "cli"]).output().unwrap();
+    let out = outpost()
+        .args(["job", "run", outpost_artifacts::HELLO_JOB, "--", "cli"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "hello, cli!\n");
-    let out = outpost().args(["job", "run", outpost_artifacts::HELLO_JOB, "--", "exit", "4"]).output().unwrap();
+    let out = outpost()
+        .args([
+            "job",
+            "run",
+            outpost_artifacts::HELLO_JOB,
+            "--",
+            "exit",
+            "4",
+        ])
+        .output()
+        .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8(out.stderr).unwrap(), "exiting with 4\n");
 }
 
 #[test]
 fn job_run_with_a_bad_flag_fails_with_one_clear_line() {
-    let out = outpost().args(["job", "run", "--dir", "nonsense", outpost_artifacts::HELLO_JOB]).output().unwrap();
+    let out = outpost()
+        .args([
+            "job",
+            "run",
+            "--dir",
+            "nonsense",
+            outpost_artifacts::HELLO_JOB,
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         "outpost: error: --dir nonsense: expected HOST::GUEST or HOST::GUEST:ro\n"
     );
-    let out = outpost().args(["job", "run", "/no/such/file.wasm"]).output().unwrap();
+    let out = outpost()
+        .args(["job", "run", "/no/such/file.wasm"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("outpost: error: reading /no/such/file.wasm:") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("outpost: error: reading /no/such/file.wasm:") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
 fn up_with_a_malformed_manifest_names_the_line_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("bad.toml");
-    std::fs::write(&manifest, "[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nbogus = 1\n").unwrap();
-    let out = outpost().args(["up", "--manifest"]).arg(&manifest).output().unwrap();
+    std::fs::write(
+        &manifest,
+        "[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = outpost()
+        .args(["up", "--manifest"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("bad.toml:4:1: unknown field `bogus`"), "{err}");
@@ -78,12 +120,18 @@ fn up_with_no_flags_runs_the_demo_and_serves_it() {
     let mut banner = String::new();
     let started = Instant::now();
     while !banner.contains("stop with ctrl-c") {
-        assert!(started.elapsed() < Duration::from_secs(60), "no banner: {banner}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no banner: {banner}"
+        );
         banner.push_str(&lines.next().unwrap().unwrap());
         banner.push('\n');
     }
     assert!(banner.contains("host `outpost-demo` is up"), "{banner}");
-    assert!(banner.contains("echo") && banner.contains("pipeline") && banner.contains("running"), "{banner}");
+    assert!(
+        banner.contains("echo") && banner.contains("pipeline") && banner.contains("running"),
+        "{banner}"
+    );
     let addr = banner
         .split("http://")
         .nth(1)
@@ -91,13 +139,23 @@ fn up_with_no_flags_runs_the_demo_and_serves_it() {
         .unwrap()
         .to_string();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(s, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.contains("hello from outpost: GET /hello\n"), "{resp}");
-    let status = outpost().args(["status", "--addr", &addr]).output().unwrap();
+    let status = outpost()
+        .args(["status", "--addr", &addr])
+        .output()
+        .unwrap();
     let table = String::from_utf8(status.stdout).unwrap();
-    assert!(table.contains("echo") && table.contains("hello") && table.contains("greeter"), "{table}");
+    assert!(
+        table.contains("echo") && table.contains("hello") && table.contains("greeter"),
+        "{table}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

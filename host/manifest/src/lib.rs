@@ -287,7 +287,11 @@ impl Manifest {
 
     /// Finds a plugin's component: an absolute path as is, a relative one in the manifest's
     /// directory and then in each of `plugin_dirs` (and the extra directories given).
-    pub fn resolve_component(&self, plugin: &PluginSpec, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
+    pub fn resolve_component(
+        &self,
+        plugin: &PluginSpec,
+        extra_dirs: &[PathBuf],
+    ) -> Option<PathBuf> {
         if plugin.component.is_absolute() {
             return Some(plugin.component.clone()).filter(|p| p.is_file());
         }

@@ -135,13 +135,23 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T, ManifestError> {
-        Err(ManifestError::at(self.origin, self.text, Some(span.start), message))
+        Err(ManifestError::at(
+            self.origin,
+            self.text,
+            Some(span.start),
+            message,
+        ))
     }
 }
 
 pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
     let raw: RawManifest = toml::from_str(text).map_err(|e| {
-        ManifestError::at(origin, text, e.span().map(|s| s.start), e.message().to_string())
+        ManifestError::at(
+            origin,
+            text,
+            e.span().map(|s| s.start),
+            e.message().to_string(),
+        )
     })?;
     let c = Checker { origin, text };
 
@@ -149,10 +159,15 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         Some(s) => s.get_ref().parse().or_else(|_| {
             c.err(
                 s.span(),
-                format!("host.http_listen: `{}` is not an `IP:PORT` address", s.get_ref()),
+                format!(
+                    "host.http_listen: `{}` is not an `IP:PORT` address",
+                    s.get_ref()
+                ),
             )
         })?,
-        None => DEFAULT_HTTP_LISTEN.parse().expect("the default address is valid"),
+        None => DEFAULT_HTTP_LISTEN
+            .parse()
+            .expect("the default address is valid"),
     };
     let mut log_topics = Vec::new();
     for t in raw.host.log_topics {
@@ -172,13 +187,16 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
     for (name, plugin) in raw.plugins {
         let spec = check_plugin(&c, &name, plugin)?;
-        if let Some(route) = &spec.route {
-            if let Some(other) = routes.insert(route.clone(), spec.name.clone()) {
-                return c.err(
-                    name.span(),
-                    format!("plugins.{}.route: `{route}` is already served by `{other}`", spec.name),
-                );
-            }
+        if let Some(route) = &spec.route
+            && let Some(other) = routes.insert(route.clone(), spec.name.clone())
+        {
+            return c.err(
+                name.span(),
+                format!(
+                    "plugins.{}.route: `{route}` is already served by `{other}`",
+                    spec.name
+                ),
+            );
         }
         plugins.insert(spec.name.clone(), spec);
     }
@@ -198,7 +216,8 @@ fn check_plugin(
     let n = name.get_ref();
     let valid_name = !n.is_empty()
         && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-');
     if !valid_name {
         return c.err(
@@ -214,7 +233,10 @@ fn check_plugin(
         RawKind::Http => PluginKind::Http,
     };
     if raw.component.get_ref().as_os_str().is_empty() {
-        return c.err(raw.component.span(), format!("plugins.{n}.component: empty path"));
+        return c.err(
+            raw.component.span(),
+            format!("plugins.{n}.component: empty path"),
+        );
     }
 
     let route = match (kind, raw.route) {
@@ -223,13 +245,19 @@ fn check_plugin(
             if !r.starts_with('/') || r.contains("..") || r.contains(char::is_whitespace) {
                 return c.err(
                     route.span(),
-                    format!("plugins.{n}.route: `{r}` must start with `/` and hold no `..` or spaces"),
+                    format!(
+                        "plugins.{n}.route: `{r}` must start with `/` and hold no `..` or spaces"
+                    ),
                 );
             }
-            Some(r.trim_end_matches('/').to_string()).map(|r| if r.is_empty() { "/".into() } else { r })
+            Some(r.trim_end_matches('/').to_string())
+                .map(|r| if r.is_empty() { "/".into() } else { r })
         }
         (PluginKind::Http, None) => {
-            return c.err(name.span(), format!("plugins.{n}: an http plugin needs a `route`"));
+            return c.err(
+                name.span(),
+                format!("plugins.{n}: an http plugin needs a `route`"),
+            );
         }
         (_, Some(route)) => {
             return c.err(
@@ -240,7 +268,10 @@ fn check_plugin(
         (_, None) => None,
     };
     if !raw.args.is_empty() && kind != PluginKind::Job {
-        return c.err(name.span(), format!("plugins.{n}.args: only jobs take arguments"));
+        return c.err(
+            name.span(),
+            format!("plugins.{n}.args: only jobs take arguments"),
+        );
     }
 
     let grants = check_grants(c, n, kind, raw.grants)?;
@@ -272,7 +303,10 @@ fn check_grants(
         if !d.guest.starts_with('/') || d.guest.split('/').any(|seg| seg == "..") {
             return c.err(
                 span,
-                format!("plugins.{n}.grants.dirs: guest path `{}` must be absolute, without `..`", d.guest),
+                format!(
+                    "plugins.{n}.grants.dirs: guest path `{}` must be absolute, without `..`",
+                    d.guest
+                ),
             );
         }
         if d.host.as_os_str().is_empty() {
@@ -289,7 +323,12 @@ fn check_grants(
     for entry in raw.net.connect {
         match Endpoint::parse(entry.get_ref()) {
             Ok(e) => connect.push(e),
-            Err(why) => return c.err(entry.span(), format!("plugins.{n}.grants.net.connect: {why}")),
+            Err(why) => {
+                return c.err(
+                    entry.span(),
+                    format!("plugins.{n}.grants.net.connect: {why}"),
+                );
+            }
         }
     }
 
@@ -297,20 +336,24 @@ fn check_grants(
     for (key, value) in raw.env {
         let k = key.get_ref();
         if k.is_empty() || k.contains('=') || k.contains('\0') || value.contains('\0') {
-            return c.err(key.span(), format!("plugins.{n}.grants.env: `{k}` is not a valid variable"));
+            return c.err(
+                key.span(),
+                format!("plugins.{n}.grants.env: `{k}` is not a valid variable"),
+            );
         }
         env.insert(key.into_inner(), value);
     }
 
-    let topics = |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<TopicPattern>, ManifestError> {
-        list.into_iter()
-            .map(|t| {
-                TopicPattern::parse(t.get_ref()).or_else(|why| {
-                    c.err(t.span(), format!("plugins.{n}.grants.bus.{field}: {why}"))
+    let topics =
+        |list: Vec<Spanned<String>>, field: &str| -> Result<Vec<TopicPattern>, ManifestError> {
+            list.into_iter()
+                .map(|t| {
+                    TopicPattern::parse(t.get_ref()).or_else(|why| {
+                        c.err(t.span(), format!("plugins.{n}.grants.bus.{field}: {why}"))
+                    })
                 })
-            })
-            .collect()
-    };
+                .collect()
+        };
     let subscribe_spans: Vec<_> = raw.bus.subscribe.iter().map(|s| s.span()).collect();
     let bus = BusGrant {
         publish: topics(raw.bus.publish, "publish")?,
@@ -329,13 +372,18 @@ fn check_grants(
             let kv = kv.into_inner();
             let namespace = kv.namespace.unwrap_or_else(|| n.to_string());
             if namespace.is_empty()
-                || !namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return c.err(span, format!("plugins.{n}.grants.kv.namespace: `{namespace}` must be letters, digits, `-` or `_`"));
             }
             let quota_kb = kv.quota_kb.unwrap_or(DEFAULT_KV_QUOTA_KB);
             if quota_kb == 0 || quota_kb > (1 << 30) {
-                return c.err(span, format!("plugins.{n}.grants.kv.quota_kb: {quota_kb} is outside 1..=1073741824"));
+                return c.err(
+                    span,
+                    format!("plugins.{n}.grants.kv.quota_kb: {quota_kb} is outside 1..=1073741824"),
+                );
             }
             Some(KvGrant {
                 namespace,
@@ -362,25 +410,50 @@ fn check_limits(c: &Checker<'_>, n: &str, raw: RawLimits) -> Result<Limits, Mani
     if let Some(mb) = raw.memory_mb {
         let bytes = mb.get_ref().saturating_mul(1 << 20);
         if *mb.get_ref() == 0 || bytes > MAX_MEMORY_BYTES {
-            return c.err(mb.span(), format!("plugins.{n}.limits.memory_mb: {} is outside 1..={}", mb.get_ref(), MAX_MEMORY_BYTES >> 20));
+            return c.err(
+                mb.span(),
+                format!(
+                    "plugins.{n}.limits.memory_mb: {} is outside 1..={}",
+                    mb.get_ref(),
+                    MAX_MEMORY_BYTES >> 20
+                ),
+            );
         }
         limits.memory_bytes = bytes;
     }
     if let Some(ms) = raw.deadline_ms {
         if *ms.get_ref() == 0 || *ms.get_ref() > MAX_DEADLINE_MS {
-            return c.err(ms.span(), format!("plugins.{n}.limits.deadline_ms: {} is outside 1..={MAX_DEADLINE_MS}", ms.get_ref()));
+            return c.err(
+                ms.span(),
+                format!(
+                    "plugins.{n}.limits.deadline_ms: {} is outside 1..={MAX_DEADLINE_MS}",
+                    ms.get_ref()
+                ),
+            );
         }
         limits.deadline_ms = *ms.get_ref();
     }
     if let Some(t) = raw.table_elements {
         if *t.get_ref() < 16 || *t.get_ref() > 1_000_000 {
-            return c.err(t.span(), format!("plugins.{n}.limits.table_elements: {} is outside 16..=1000000", t.get_ref()));
+            return c.err(
+                t.span(),
+                format!(
+                    "plugins.{n}.limits.table_elements: {} is outside 16..=1000000",
+                    t.get_ref()
+                ),
+            );
         }
         limits.table_elements = *t.get_ref();
     }
     if let Some(mb) = raw.output_mb {
         if *mb.get_ref() == 0 || *mb.get_ref() > 1024 {
-            return c.err(mb.span(), format!("plugins.{n}.limits.output_mb: {} is outside 1..=1024", mb.get_ref()));
+            return c.err(
+                mb.span(),
+                format!(
+                    "plugins.{n}.limits.output_mb: {} is outside 1..=1024",
+                    mb.get_ref()
+                ),
+            );
         }
         limits.output_bytes = mb.get_ref() << 20;
     }
@@ -406,8 +479,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_line_numbers() {
-        let err = parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\ncolour = \"red\"\n")
-            .unwrap_err();
+        let err =
+            parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\ncolour = \"red\"\n")
+                .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         assert!(err.message.contains("colour"), "{err}");
         assert!(err.to_string().starts_with("test.toml:4:"), "{err}");
@@ -444,8 +518,10 @@ mod tests {
 
     #[test]
     fn limits_outside_their_range_are_refused() {
-        let err = parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nlimits.memory_mb = 0\n")
-            .unwrap_err();
+        let err = parse(
+            "[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nlimits.memory_mb = 0\n",
+        )
+        .unwrap_err();
         assert!(err.message.contains("limits.memory_mb"), "{err}");
         let err = parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nlimits.deadline_ms = 99999999\n")
             .unwrap_err();
@@ -456,7 +532,8 @@ mod tests {
     fn http_plugins_need_a_unique_route_and_others_cannot_have_one() {
         let err = parse("[plugins.a]\nkind = \"http\"\ncomponent = \"a.wasm\"\n").unwrap_err();
         assert!(err.message.contains("needs a `route`"), "{err}");
-        let err = parse("[plugins.a]\nkind = \"job\"\ncomponent = \"a.wasm\"\nroute = \"/a\"\n").unwrap_err();
+        let err = parse("[plugins.a]\nkind = \"job\"\ncomponent = \"a.wasm\"\nroute = \"/a\"\n")
+            .unwrap_err();
         assert!(err.message.contains("only http plugins"), "{err}");
         let err = parse("[plugins.a]\nkind = \"http\"\ncomponent = \"a.wasm\"\nroute = \"/x\"\n[plugins.b]\nkind = \"http\"\ncomponent = \"b.wasm\"\nroute = \"/x/\"\n")
             .unwrap_err();
@@ -465,15 +542,18 @@ mod tests {
 
     #[test]
     fn only_pipelines_subscribe() {
-        let err = parse("[plugins.a]\nkind = \"job\"\ncomponent = \"a.wasm\"\ngrants.bus.subscribe = [\"x\"]\n")
-            .unwrap_err();
+        let err = parse(
+            "[plugins.a]\nkind = \"job\"\ncomponent = \"a.wasm\"\ngrants.bus.subscribe = [\"x\"]\n",
+        )
+        .unwrap_err();
         assert!(err.message.contains("only pipelines"), "{err}");
         assert_eq!(err.line, Some(4));
     }
 
     #[test]
     fn plugin_names_are_checked() {
-        let err = parse("[plugins.\"Bad Name\"]\nkind = \"job\"\ncomponent = \"a.wasm\"\n").unwrap_err();
+        let err =
+            parse("[plugins.\"Bad Name\"]\nkind = \"job\"\ncomponent = \"a.wasm\"\n").unwrap_err();
         assert!(err.message.contains("plugin name"), "{err}");
         assert_eq!(err.line, Some(1));
     }

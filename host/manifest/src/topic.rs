@@ -16,7 +16,9 @@ impl TopicPattern {
             return Err(format!("topic `{text}` is longer than 256 bytes"));
         }
         if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!("topic `{text}` contains whitespace or control characters"));
+            return Err(format!(
+                "topic `{text}` contains whitespace or control characters"
+            ));
         }
         let levels: Vec<&str> = text.split('/').collect();
         for (i, level) in levels.iter().enumerate() {
@@ -95,9 +97,21 @@ mod tests {
     #[test]
     fn malformed_patterns_are_refused_with_the_reason() {
         assert!(TopicPattern::parse("").unwrap_err().contains("empty"));
-        assert!(TopicPattern::parse("a/#/b").unwrap_err().contains("last level"));
-        assert!(TopicPattern::parse("a/b+").unwrap_err().contains("whole level"));
-        assert!(TopicPattern::parse("a b").unwrap_err().contains("whitespace"));
+        assert!(
+            TopicPattern::parse("a/#/b")
+                .unwrap_err()
+                .contains("last level")
+        );
+        assert!(
+            TopicPattern::parse("a/b+")
+                .unwrap_err()
+                .contains("whole level")
+        );
+        assert!(
+            TopicPattern::parse("a b")
+                .unwrap_err()
+                .contains("whitespace")
+        );
     }
 
     proptest! {

@@ -21,7 +21,10 @@ use wasmtime::{Instance, Module, Store};
 
 fn echo_plugin(engine: &HostEngine) -> Plugin {
     let grants = Grants {
-        kv: Some(KvGrant { namespace: "bench".into(), quota_bytes: 1 << 20 }),
+        kv: Some(KvGrant {
+            namespace: "bench".into(),
+            quota_bytes: 1 << 20,
+        }),
         ..Grants::default()
     };
     let spec = PluginSpec {
@@ -36,22 +39,50 @@ fn echo_plugin(engine: &HostEngine) -> Plugin {
         args: Vec::new(),
     };
     let kv = KvStore::in_memory().unwrap().namespace("bench", 1 << 20);
-    let ctx = PluginContext::new("echo", PluginKind::Pipeline, Default::default(), grants, Limits::default(), None, Some(kv));
+    let ctx = PluginContext::new(
+        "echo",
+        PluginKind::Pipeline,
+        Default::default(),
+        grants,
+        Limits::default(),
+        None,
+        Some(kv),
+    );
     let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
     let cache = CompileCache::disabled(engine.engine());
-    Plugin::load(engine, &cache, &plugin_linker(engine).unwrap(), &spec, ctx, &bytes).unwrap()
+    Plugin::load(
+        engine,
+        &cache,
+        &plugin_linker(engine).unwrap(),
+        &spec,
+        ctx,
+        &bytes,
+    )
+    .unwrap()
 }
 
 fn instantiate(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("instantiate");
     for (label, pooling) in [("pooling", true), ("on-demand", false)] {
-        let engine = HostEngine::new(EngineSettings { pooling, instance_slots: 16, ..EngineSettings::default() }).unwrap();
+        let engine = HostEngine::new(EngineSettings {
+            pooling,
+            instance_slots: 16,
+            ..EngineSettings::default()
+        })
+        .unwrap();
         let plugin = echo_plugin(&engine);
         group.bench_function(format!("echo-pipeline/{label}"), |b| {
             b.to_async(&rt).iter(|| async {
                 let mut store = plugin.new_store().unwrap();
-                plugin.instance_pre().instantiate_async(&mut store).await.unwrap();
+                plugin
+                    .instance_pre()
+                    .instantiate_async(&mut store)
+                    .await
+                    .unwrap();
             })
         });
     }
@@ -59,13 +90,19 @@ fn instantiate(c: &mut Criterion) {
 }
 
 fn compile_cache(c: &mut Criterion) {
-    let engine = HostEngine::new(EngineSettings { pooling: false, ..EngineSettings::default() }).unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        pooling: false,
+        ..EngineSettings::default()
+    })
+    .unwrap();
     let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), engine.engine()).unwrap();
     cache.load_component(engine.engine(), &bytes).unwrap();
     let mut group = c.benchmark_group("compile-cache");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("echo-pipeline/hit", |b| {
         b.iter(|| {
             let (_, outcome) = cache.load_component(engine.engine(), &bytes).unwrap();
@@ -73,7 +110,9 @@ fn compile_cache(c: &mut Criterion) {
         })
     });
     let nocache = CompileCache::disabled(engine.engine());
-    group.bench_function("echo-pipeline/miss", |b| b.iter(|| nocache.load_component(engine.engine(), &bytes).unwrap()));
+    group.bench_function("echo-pipeline/miss", |b| {
+        b.iter(|| nocache.load_component(engine.engine(), &bytes).unwrap())
+    });
     group.finish();
 }
 
@@ -84,7 +123,11 @@ const EMPTY_COMPONENT: &str = r#"(component
 const EMPTY_MODULE: &str = r#"(module (func (export "f")))"#;
 
 fn call_overhead(c: &mut Criterion) {
-    let engine = HostEngine::new(EngineSettings { pooling: false, ..EngineSettings::default() }).unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        pooling: false,
+        ..EngineSettings::default()
+    })
+    .unwrap();
     let e = engine.engine();
     let mut group = c.benchmark_group("call");
 
@@ -92,8 +135,12 @@ fn call_overhead(c: &mut Criterion) {
     let mut core_store = Store::new(e, ());
     core_store.set_epoch_deadline(u64::MAX / 2);
     let instance = Instance::new(&mut core_store, &module, &[]).unwrap();
-    let core_f = instance.get_typed_func::<(), ()>(&mut core_store, "f").unwrap();
-    group.bench_function("empty/core-module", |b| b.iter(|| core_f.call(&mut core_store, ()).unwrap()));
+    let core_f = instance
+        .get_typed_func::<(), ()>(&mut core_store, "f")
+        .unwrap();
+    group.bench_function("empty/core-module", |b| {
+        b.iter(|| core_f.call(&mut core_store, ()).unwrap())
+    });
 
     let component = Component::new(e, EMPTY_COMPONENT).unwrap();
     let mut store = Store::new(e, ());
@@ -101,16 +148,30 @@ fn call_overhead(c: &mut Criterion) {
     let linker: Linker<()> = Linker::new(e);
     let instance = linker.instantiate(&mut store, &component).unwrap();
     let f = instance.get_typed_func::<(), ()>(&mut store, "f").unwrap();
-    group.bench_function("empty/component", |b| b.iter(|| f.call(&mut store, ()).unwrap()));
+    group.bench_function("empty/component", |b| {
+        b.iter(|| f.call(&mut store, ()).unwrap())
+    });
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = Arc::new(tokio::sync::Mutex::new({
         let mut s = Store::new(e, ());
         s.set_epoch_deadline(u64::MAX / 2);
         s
     }));
-    let instance = rt.block_on(async { linker.instantiate_async(&mut *store.lock().await, &component).await.unwrap() });
-    let f = rt.block_on(async { instance.get_typed_func::<(), ()>(&mut *store.lock().await, "f").unwrap() });
+    let instance = rt.block_on(async {
+        linker
+            .instantiate_async(&mut *store.lock().await, &component)
+            .await
+            .unwrap()
+    });
+    let f = rt.block_on(async {
+        instance
+            .get_typed_func::<(), ()>(&mut *store.lock().await, "f")
+            .unwrap()
+    });
     group.bench_function("empty/component-async", |b| {
         b.to_async(&rt).iter(|| async {
             let mut s = store.lock().await;
@@ -124,7 +185,8 @@ criterion_group!(benches, instantiate, compile_cache, call_overhead);
 
 /// Reads criterion's median estimate for a benchmark id, in nanoseconds.
 fn median_ns(id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into());
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into());
     let path = format!("{dir}/criterion/{id}/new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -133,15 +195,36 @@ fn median_ns(id: &str) -> Option<f64> {
 
 fn report() {
     let pairs = [
-        ("instantiate pooling vs on-demand", "instantiate/echo-pipeline_pooling", "instantiate/echo-pipeline_on-demand"),
-        ("compile cache hit vs miss", "compile-cache/echo-pipeline_hit", "compile-cache/echo-pipeline_miss"),
-        ("component call vs core call", "call/empty_component", "call/empty_core-module"),
-        ("component async call vs core call", "call/empty_component-async", "call/empty_core-module"),
+        (
+            "instantiate pooling vs on-demand",
+            "instantiate/echo-pipeline_pooling",
+            "instantiate/echo-pipeline_on-demand",
+        ),
+        (
+            "compile cache hit vs miss",
+            "compile-cache/echo-pipeline_hit",
+            "compile-cache/echo-pipeline_miss",
+        ),
+        (
+            "component call vs core call",
+            "call/empty_component",
+            "call/empty_core-module",
+        ),
+        (
+            "component async call vs core call",
+            "call/empty_component-async",
+            "call/empty_core-module",
+        ),
     ];
     println!("\nratios (median):");
     for (label, a, b) in pairs {
         match (median_ns(a), median_ns(b)) {
-            (Some(x), Some(y)) => println!("  {label:<36} {:>10.1} ns / {:>10.1} ns = ratio {:.3}", x, y, x / y),
+            (Some(x), Some(y)) => println!(
+                "  {label:<36} {:>10.1} ns / {:>10.1} ns = ratio {:.3}",
+                x,
+                y,
+                x / y
+            ),
             _ => println!("  {label:<36} (no estimates found)"),
         }
     }

@@ -77,10 +77,16 @@ pub struct PluginStatus {
     pub stats: StatsSnapshot,
 }
 
+/// A finished job's exit code and failure, once it has ended.
+type JobResult = Arc<Mutex<Option<(i32, Option<String>)>>>;
+
 enum Slot {
     Running(Arc<Plugin>),
     Failed(String),
-    Job { plugin: Option<Arc<Plugin>>, result: Arc<Mutex<Option<(i32, Option<String>)>>> },
+    Job {
+        plugin: Option<Arc<Plugin>>,
+        result: JobResult,
+    },
 }
 
 /// A running appliance.
@@ -103,7 +109,10 @@ impl Appliance {
     /// Loads every plugin of `manifest` and starts them. A plugin that fails to load is
     /// reported as failed (with the reason) while the others run; a problem with the host itself
     /// (data directory, engine, listener) is an error.
-    pub async fn start(manifest: Manifest, opts: ApplianceOptions) -> Result<Arc<Appliance>, RuntimeError> {
+    pub async fn start(
+        manifest: Manifest,
+        opts: ApplianceOptions,
+    ) -> Result<Arc<Appliance>, RuntimeError> {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| RuntimeError::io(&opts.data_dir, e))?;
         let engine = Arc::new(HostEngine::new(opts.engine.clone())?);
         let cache = Arc::new(if opts.ephemeral {
@@ -125,7 +134,9 @@ impl Appliance {
         let mut slots = BTreeMap::new();
         let mut routes = Vec::new();
         for spec in manifest.plugins.values() {
-            let loaded = Self::load_one(&manifest, spec, &search, &engine, &cache, &linker, &bus, &kv);
+            let loaded = Self::load_one(
+                &manifest, spec, &search, &engine, &cache, &linker, &bus, &kv,
+            );
             let slot = match (spec.kind, loaded) {
                 (_, Err(e)) => {
                     tracing::error!(plugin = %spec.name, error = %e, "plugin failed to load");
@@ -150,7 +161,7 @@ impl Appliance {
             slots.insert(spec.name.clone(), slot);
         }
         // Longest prefix first, so `/a/b` wins over `/a`.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
         let (shutdown, _) = watch::channel(false);
         let appliance = Arc::new(Appliance {
@@ -170,16 +181,29 @@ impl Appliance {
         appliance.start_pipelines();
         appliance.start_jobs();
         appliance.start_topic_log();
-        let listen = opts.http_listen.unwrap_or(appliance.manifest.host.http_listen);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| RuntimeError::Service(format!("cannot listen for http on {listen}: {e}")))?;
+        let listen = opts
+            .http_listen
+            .unwrap_or(appliance.manifest.host.http_listen);
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            RuntimeError::Service(format!("cannot listen for http on {listen}: {e}"))
+        })?;
         let addr = listener
             .local_addr()
             .map_err(|e| RuntimeError::Service(format!("http listener: {e}")))?;
-        *appliance.http_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
-        let server = tokio::spawn(crate::http::serve(listener, appliance.clone(), appliance.shutdown.subscribe()));
-        appliance.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(server);
+        *appliance
+            .http_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            appliance.clone(),
+            appliance.shutdown.subscribe(),
+        ));
+        appliance
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(server);
         tracing::info!(host = %appliance.manifest.host.name, %addr, plugins = appliance.slots.len(), "appliance started");
         Ok(appliance)
     }
@@ -209,19 +233,26 @@ impl Appliance {
             spec.grants.clone(),
             spec.limits,
             (!spec.grants.bus.is_empty()).then(|| bus.clone()),
-            spec.grants.kv.as_ref().map(|g| kv.namespace(&g.namespace, g.quota_bytes)),
+            spec.grants
+                .kv
+                .as_ref()
+                .map(|g| kv.namespace(&g.namespace, g.quota_bytes)),
         );
         Plugin::load(engine, cache, linker, spec, ctx, &bytes).map(Arc::new)
     }
 
     fn start_pipelines(self: &Arc<Self>) {
         for (name, slot) in &self.slots {
-            let Slot::Running(plugin) = slot else { continue };
+            let Slot::Running(plugin) = slot else {
+                continue;
+            };
             let spec = &self.manifest.plugins[name];
             if plugin.kind() != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
                 continue;
             }
-            let mut sub = self.bus.subscribe(name, spec.grants.bus.subscribe.clone(), PIPELINE_QUEUE);
+            let mut sub =
+                self.bus
+                    .subscribe(name, spec.grants.bus.subscribe.clone(), PIPELINE_QUEUE);
             let plugin = plugin.clone();
             let bus = self.bus.clone();
             let grants = spec.grants.bus.clone();
@@ -250,7 +281,10 @@ impl Appliance {
                     }
                 }
             });
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
         }
     }
 
@@ -268,16 +302,26 @@ impl Appliance {
                     m = sub.recv() => match m { Some(m) => m, None => return },
                     _ = shutdown.changed() => return,
                 };
-                let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+                let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)])
+                    .into_owned();
                 tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
             }
         });
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
     }
 
     fn start_jobs(self: &Arc<Self>) {
         for (name, slot) in &self.slots {
-            let Slot::Job { plugin: Some(_), result } = slot else { continue };
+            let Slot::Job {
+                plugin: Some(_),
+                result,
+            } = slot
+            else {
+                continue;
+            };
             let spec = self.manifest.plugins[name].clone();
             let Some(path) = self.manifest.resolve_component(&spec, &self.search_dirs) else {
                 continue;
@@ -296,7 +340,9 @@ impl Appliance {
                     stdio: JobStdio::Log,
                 };
                 let outcome = match std::fs::read(&path) {
-                    Ok(bytes) => run_job(&engine, &cache, &bytes, opts).await.map_err(|e| e.to_string()),
+                    Ok(bytes) => run_job(&engine, &cache, &bytes, opts)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(format!("{}: {e}", path.display())),
                 };
                 let recorded = match outcome {
@@ -311,7 +357,10 @@ impl Appliance {
                 };
                 *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorded);
             });
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
         }
     }
 
@@ -372,7 +421,13 @@ impl Appliance {
                     state: String::new(),
                     exit_code: None,
                     route: spec.route.clone(),
-                    subscribe: spec.grants.bus.subscribe.iter().map(|t| t.to_string()).collect(),
+                    subscribe: spec
+                        .grants
+                        .bus
+                        .subscribe
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect(),
                     stats: StatsSnapshot::default(),
                 };
                 match slot {
@@ -390,7 +445,8 @@ impl Appliance {
                         match &*result.lock().unwrap_or_else(|p| p.into_inner()) {
                             None => status.state = "running".into(),
                             Some((code, err)) => {
-                                status.state = if *code == 0 { "completed" } else { "exited" }.into();
+                                status.state =
+                                    if *code == 0 { "completed" } else { "exited" }.into();
                                 status.exit_code = Some(*code);
                                 status.stats.last_error = err.clone();
                             }
@@ -405,7 +461,8 @@ impl Appliance {
     /// Stops serving: pipelines finish their current message, the listener closes.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }

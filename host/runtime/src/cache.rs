@@ -125,8 +125,18 @@ impl CompileCache {
     }
 
     /// Compiles a core module (WASI preview1 jobs), or loads it from the cache.
-    pub fn load_module(&self, engine: &Engine, bytes: &[u8]) -> Result<(Module, CacheOutcome), RuntimeError> {
-        self.load(engine, bytes, |e, b| Module::new(e, b), Module::serialize, unsafe_deserialize_module)
+    pub fn load_module(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> Result<(Module, CacheOutcome), RuntimeError> {
+        self.load(
+            engine,
+            bytes,
+            |e, b| Module::new(e, b),
+            Module::serialize,
+            unsafe_deserialize_module,
+        )
     }
 
     fn load<T>(
@@ -138,7 +148,10 @@ impl CompileCache {
         deserialize: impl Fn(&Engine, &[u8]) -> Result<T, RuntimeError>,
     ) -> Result<(T, CacheOutcome), RuntimeError> {
         let Some(path) = self.entry_path(bytes) else {
-            return Ok((compile(engine, bytes).map_err(compile_err)?, CacheOutcome::Disabled));
+            return Ok((
+                compile(engine, bytes).map_err(compile_err)?,
+                CacheOutcome::Disabled,
+            ));
         };
         let mut outcome = CacheOutcome::Miss;
         match fs::read(&path) {
@@ -178,7 +191,11 @@ impl CompileCache {
     /// entry cannot be swapped for another valid one.
     fn mac(&self, path: &Path, payload: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        mac.update(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         mac.update(payload);
         mac
     }
@@ -189,9 +206,9 @@ impl CompileCache {
             return Err("not an Outpost cache entry (bad header or truncated)".into());
         }
         let (tag, payload) = entry[MAGIC.len()..].split_at(TAG_LEN);
-        self.mac(path, payload)
-            .verify_slice(tag)
-            .map_err(|_| "integrity check failed (entry modified or signed by another key)".to_string())?;
+        self.mac(path, payload).verify_slice(tag).map_err(|_| {
+            "integrity check failed (entry modified or signed by another key)".to_string()
+        })?;
         Ok(payload)
     }
 

@@ -13,7 +13,9 @@ use outpost_manifest::{Grants, PluginKind};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapabilityError {
     /// The plugin imports an interface that needs a grant it does not have.
-    #[error("plugin `{plugin}` imports `{interface}` but is not granted {grant} (add `{hint}` to its manifest entry)")]
+    #[error(
+        "plugin `{plugin}` imports `{interface}` but is not granted {grant} (add `{hint}` to its manifest entry)"
+    )]
     NotGranted {
         /// Plugin name.
         plugin: String,
@@ -25,7 +27,9 @@ pub enum CapabilityError {
         hint: &'static str,
     },
     /// The plugin imports something the host does not provide to plugins of its kind.
-    #[error("plugin `{plugin}` imports `{interface}`, which this host does not provide to {kind} plugins")]
+    #[error(
+        "plugin `{plugin}` imports `{interface}`, which this host does not provide to {kind} plugins"
+    )]
     Unsupported {
         /// Plugin name.
         plugin: String,
@@ -77,7 +81,9 @@ pub fn requirement(interface: &str, kind: PluginKind) -> Requirement {
     match package {
         "outpost:plugin" if version.is_none_or(|v| v.starts_with("0.1.")) => match iface {
             // Their own config, logging, and interfaces that only define types.
-            "log" | "config" | "pipeline-types" | "tiering-types" | "packet-types" => Requirement::Ambient,
+            "log" | "config" | "pipeline-types" | "tiering-types" | "packet-types" => {
+                Requirement::Ambient
+            }
             "bus" => Requirement::Grant("a bus topic", "grants.bus"),
             "kv" => Requirement::Grant("a kv namespace", "grants.kv"),
             _ => Requirement::Unsupported,
@@ -122,7 +128,8 @@ pub fn check_imports<'a>(
     for interface in imports {
         match requirement(interface, kind) {
             Requirement::Ambient => {}
-            Requirement::Grant(_, "grants.dirs" | "grants.net") if policy == ImportPolicy::Command => {}
+            Requirement::Grant(_, "grants.dirs" | "grants.net")
+                if policy == ImportPolicy::Command => {}
             Requirement::Grant(grant, hint) => {
                 if !granted(hint, grants) {
                     return Err(CapabilityError::NotGranted {
@@ -156,14 +163,28 @@ mod tests {
             split_interface("wasi:filesystem/types@0.2.6"),
             Some(("wasi:filesystem", "types", Some("0.2.6")))
         );
-        assert_eq!(split_interface("outpost:plugin/kv"), Some(("outpost:plugin", "kv", None)));
+        assert_eq!(
+            split_interface("outpost:plugin/kv"),
+            Some(("outpost:plugin", "kv", None))
+        );
         assert_eq!(split_interface("handle"), None);
     }
 
     #[test]
     fn ambient_interfaces_need_no_grant() {
-        let imports = ["wasi:io/streams@0.2.6", "wasi:cli/stdout@0.2.0", "outpost:plugin/log@0.1.0"];
-        check_imports("p", PluginKind::Pipeline, imports, &Grants::default(), ImportPolicy::Strict).unwrap();
+        let imports = [
+            "wasi:io/streams@0.2.6",
+            "wasi:cli/stdout@0.2.0",
+            "outpost:plugin/log@0.1.0",
+        ];
+        check_imports(
+            "p",
+            PluginKind::Pipeline,
+            imports,
+            &Grants::default(),
+            ImportPolicy::Strict,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -181,20 +202,43 @@ mod tests {
             "plugin `p` imports `outpost:plugin/kv@0.1.0` but is not granted a kv namespace (add `grants.kv` to its manifest entry)"
         );
         let grants = Grants {
-            kv: Some(KvGrant { namespace: "p".into(), quota_bytes: 1 }),
+            kv: Some(KvGrant {
+                namespace: "p".into(),
+                quota_bytes: 1,
+            }),
             ..Grants::default()
         };
-        check_imports("p", PluginKind::Pipeline, ["outpost:plugin/kv@0.1.0"], &grants, ImportPolicy::Strict).unwrap();
+        check_imports(
+            "p",
+            PluginKind::Pipeline,
+            ["outpost:plugin/kv@0.1.0"],
+            &grants,
+            ImportPolicy::Strict,
+        )
+        .unwrap();
     }
 
     #[test]
     fn sockets_and_files_need_grants_except_for_command_line_jobs() {
         for iface in ["wasi:sockets/tcp@0.2.0", "wasi:filesystem/preopens@0.2.6"] {
             assert!(matches!(
-                check_imports("p", PluginKind::Job, [iface], &Grants::default(), ImportPolicy::Strict),
+                check_imports(
+                    "p",
+                    PluginKind::Job,
+                    [iface],
+                    &Grants::default(),
+                    ImportPolicy::Strict
+                ),
                 Err(CapabilityError::NotGranted { .. })
             ));
-            check_imports("p", PluginKind::Job, [iface], &Grants::default(), ImportPolicy::Command).unwrap();
+            check_imports(
+                "p",
+                PluginKind::Job,
+                [iface],
+                &Grants::default(),
+                ImportPolicy::Command,
+            )
+            .unwrap();
         }
     }
 
@@ -202,22 +246,46 @@ mod tests {
     fn bus_grant_allows_the_bus_import() {
         let mut grants = Grants::default();
         grants.bus.publish.push(TopicPattern::parse("t").unwrap());
-        check_imports("p", PluginKind::Pipeline, ["outpost:plugin/bus@0.1.0"], &grants, ImportPolicy::Strict).unwrap();
+        check_imports(
+            "p",
+            PluginKind::Pipeline,
+            ["outpost:plugin/bus@0.1.0"],
+            &grants,
+            ImportPolicy::Strict,
+        )
+        .unwrap();
     }
 
     #[test]
     fn unknown_interfaces_and_versions_are_unsupported() {
-        for iface in ["acme:evil/backdoor@1.0.0", "wasi:cli/run-as-root@0.2.0", "outpost:plugin/kv@9.0.0", "wasi:io/streams@0.3.0"] {
+        for iface in [
+            "acme:evil/backdoor@1.0.0",
+            "wasi:cli/run-as-root@0.2.0",
+            "outpost:plugin/kv@9.0.0",
+            "wasi:io/streams@0.3.0",
+        ] {
             assert!(
                 matches!(
-                    check_imports("p", PluginKind::Pipeline, [iface], &Grants::default(), ImportPolicy::Command),
+                    check_imports(
+                        "p",
+                        PluginKind::Pipeline,
+                        [iface],
+                        &Grants::default(),
+                        ImportPolicy::Command
+                    ),
                     Err(CapabilityError::Unsupported { .. })
                 ),
                 "{iface}"
             );
         }
         assert!(matches!(
-            check_imports("p", PluginKind::Pipeline, ["wasi:http/types@0.2.0"], &Grants::default(), ImportPolicy::Strict),
+            check_imports(
+                "p",
+                PluginKind::Pipeline,
+                ["wasi:http/types@0.2.0"],
+                &Grants::default(),
+                ImportPolicy::Strict
+            ),
             Err(CapabilityError::Unsupported { .. })
         ));
     }

@@ -70,7 +70,9 @@ pub enum CallError {
         deadline_ms: u64,
     },
     /// The plugin tried to grow its memory past its ceiling.
-    #[error("plugin `{plugin}` tried to grow its memory to {requested} bytes, above its ceiling of {limit} bytes")]
+    #[error(
+        "plugin `{plugin}` tried to grow its memory to {requested} bytes, above its ceiling of {limit} bytes"
+    )]
     MemoryLimitExceeded {
         /// Plugin name.
         plugin: String,
@@ -80,7 +82,9 @@ pub enum CallError {
         limit: u64,
     },
     /// The plugin tried to grow a table past its limit.
-    #[error("plugin `{plugin}` tried to grow a table to {requested} elements, above its limit of {limit}")]
+    #[error(
+        "plugin `{plugin}` tried to grow a table to {requested} elements, above its limit of {limit}"
+    )]
     TableLimitExceeded {
         /// Plugin name.
         plugin: String,
@@ -177,26 +181,56 @@ impl CallError {
 pub(crate) struct DeadlinePassed;
 
 /// Turns a wasmtime error from a call into what the plugin did.
-pub(crate) fn classify(plugin: &str, deadline_ms: u64, handle_limit: u64, err: &wasmtime::Error) -> CallError {
+pub(crate) fn classify(
+    plugin: &str,
+    deadline_ms: u64,
+    handle_limit: u64,
+    err: &wasmtime::Error,
+) -> CallError {
     let plugin = plugin.to_string();
     if err.downcast_ref::<DeadlinePassed>().is_some() {
-        return CallError::DeadlineExceeded { plugin, deadline_ms };
+        return CallError::DeadlineExceeded {
+            plugin,
+            deadline_ms,
+        };
     }
     if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
         return match *limit {
-            LimitExceeded::Memory { requested, limit } => CallError::MemoryLimitExceeded { plugin, requested, limit },
-            LimitExceeded::Table { requested, limit } => CallError::TableLimitExceeded { plugin, requested, limit },
+            LimitExceeded::Memory { requested, limit } => CallError::MemoryLimitExceeded {
+                plugin,
+                requested,
+                limit,
+            },
+            LimitExceeded::Table { requested, limit } => CallError::TableLimitExceeded {
+                plugin,
+                requested,
+                limit,
+            },
         };
     }
     if let Some(trap) = err.downcast_ref::<Trap>() {
         return match trap {
             Trap::StackOverflow => CallError::StackOverflow { plugin },
-            Trap::Interrupt => CallError::DeadlineExceeded { plugin, deadline_ms },
-            other => CallError::Trap { plugin, message: format!("{other}: {err:#}") },
+            Trap::Interrupt => CallError::DeadlineExceeded {
+                plugin,
+                deadline_ms,
+            },
+            other => CallError::Trap {
+                plugin,
+                message: format!("{other}: {err:#}"),
+            },
         };
     }
-    if err.chain().any(|c| matches!(c.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full))) {
-        return CallError::HandleLimitExceeded { plugin, limit: handle_limit };
+    if err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    }) {
+        return CallError::HandleLimitExceeded {
+            plugin,
+            limit: handle_limit,
+        };
     }
     CallError::Trap {
         plugin,

@@ -39,8 +39,12 @@ pub struct HttpRoute {
 impl HttpRoute {
     /// Prepares `plugin` (which must implement `wasi:http/proxy`) to serve `prefix`.
     pub fn new(prefix: &str, plugin: Arc<Plugin>) -> Result<HttpRoute, crate::RuntimeError> {
-        let pre = ProxyPre::new(plugin.instance_pre().clone())
-            .map_err(|e| crate::RuntimeError::plugin(plugin.name(), format!("not a wasi:http/proxy component: {e:#}")))?;
+        let pre = ProxyPre::new(plugin.instance_pre().clone()).map_err(|e| {
+            crate::RuntimeError::plugin(
+                plugin.name(),
+                format!("not a wasi:http/proxy component: {e:#}"),
+            )
+        })?;
         Ok(HttpRoute {
             prefix: prefix.to_string(),
             plugin,
@@ -51,27 +55,41 @@ impl HttpRoute {
     fn matches(&self, path: &str) -> bool {
         self.prefix == "/"
             || path == self.prefix
-            || path.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+            || path
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
     }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed_unsync());
+    let mut resp = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 fn json(body: String) -> Response<Body> {
     let mut resp = text(StatusCode::OK, body);
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, appliance: Arc<Appliance>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    appliance: Arc<Appliance>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -101,7 +119,11 @@ pub async fn serve(listener: TcpListener, appliance: Arc<Appliance>, mut shutdow
     }
 }
 
-async fn route(appliance: &Arc<Appliance>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    appliance: &Arc<Appliance>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
@@ -120,24 +142,43 @@ async fn route(appliance: &Arc<Appliance>, req: Request<Incoming>, peer: SocketA
     route.plugin.record(started, result.as_ref().map(|_| ()));
     match result {
         Ok(resp) => resp,
-        Err(CallError::DeadlineExceeded { .. }) => text(StatusCode::GATEWAY_TIMEOUT, "plugin deadline exceeded\n"),
+        Err(CallError::DeadlineExceeded { .. }) => {
+            text(StatusCode::GATEWAY_TIMEOUT, "plugin deadline exceeded\n")
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
 async fn ingest(appliance: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
     let topic = req.uri().path().trim_start_matches("/v1/bus/").to_string();
-    let body = match Limited::new(req.into_body(), MAX_INGEST_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_INGEST_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("body refused: {e}\n")),
+        Err(e) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body refused: {e}\n"),
+            );
+        }
     };
-    match appliance.bus().publish("http-ingest", &topic, body.to_vec()) {
-        Ok(d) => text(StatusCode::ACCEPTED, format!("delivered to {} subscriber(s)\n", d.delivered)),
+    match appliance
+        .bus()
+        .publish("http-ingest", &topic, body.to_vec())
+    {
+        Ok(d) => text(
+            StatusCode::ACCEPTED,
+            format!("delivered to {} subscriber(s)\n", d.delivered),
+        ),
         Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 
-async fn call_plugin(route: &HttpRoute, req: Request<Incoming>) -> Result<Response<Body>, CallError> {
+async fn call_plugin(
+    route: &HttpRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, CallError> {
     let plugin = &route.plugin;
     let internal = |message: String| CallError::Trap {
         plugin: plugin.name().to_string(),
@@ -160,7 +201,10 @@ async fn call_plugin(route: &HttpRoute, req: Request<Incoming>) -> Result<Respon
     // The guest keeps running in its own task after sending the head, to stream the body.
     let task = tokio::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
-        proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, out)
+            .await
     });
     match receiver.await {
         Ok(Ok(resp)) => Ok(resp),

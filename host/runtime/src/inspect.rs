@@ -2,8 +2,8 @@
 
 use outpost_manifest::PluginKind;
 use serde::Serialize;
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::{Engine, Module};
 
 /// A component or a core module.
@@ -70,7 +70,11 @@ pub fn component_exports(engine: &Engine, component: &Component) -> Vec<String> 
 
 /// Which plugin kind a component's exports fit.
 pub fn world_of(exports: &[String]) -> Option<PluginKind> {
-    let has = |prefix: &str| exports.iter().any(|e| e == prefix || e.starts_with(&format!("{prefix}@")));
+    let has = |prefix: &str| {
+        exports
+            .iter()
+            .any(|e| e == prefix || e.starts_with(&format!("{prefix}@")))
+    };
     if has("wasi:cli/run") {
         Some(PluginKind::Job)
     } else if has("wasi:http/incoming-handler") {
@@ -101,11 +105,17 @@ pub fn inspect_component(engine: &Engine, component: &Component, bytes: &[u8]) -
 
 /// Inspects a compiled core module.
 pub fn inspect_module(module: &Module, bytes: &[u8]) -> Inspection {
-    let mut imports: Vec<String> = module.imports().map(|i| format!("{}::{}", i.module(), i.name())).collect();
+    let mut imports: Vec<String> = module
+        .imports()
+        .map(|i| format!("{}::{}", i.module(), i.name()))
+        .collect();
     imports.sort();
     let mut exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
     exports.sort();
-    let world = exports.iter().any(|e| e == "_start").then_some(PluginKind::Job);
+    let world = exports
+        .iter()
+        .any(|e| e == "_start")
+        .then_some(PluginKind::Job);
     Inspection {
         artifact: ArtifactKind::CoreModule,
         world,

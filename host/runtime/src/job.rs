@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use outpost_manifest::{Grants, Limits, PluginKind};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::CompileCache;
 use crate::capability::{ImportPolicy, check_imports};
@@ -71,7 +71,10 @@ struct P1State {
     deadline: Instant,
 }
 
-fn builder_for(opts: &JobOptions, ctx: &Arc<PluginContext>) -> Result<WasiCtxBuilder, RuntimeError> {
+fn builder_for(
+    opts: &JobOptions,
+    ctx: &Arc<PluginContext>,
+) -> Result<WasiCtxBuilder, RuntimeError> {
     let mut b = WasiCtxBuilder::new();
     b.args(&opts.argv);
     match &opts.stdio {
@@ -121,13 +124,30 @@ fn outcome(
 ) -> JobOutcome {
     let elapsed = started.elapsed();
     match result {
-        Ok(code) => JobOutcome { exit_code: code, error: None, elapsed },
+        Ok(code) => JobOutcome {
+            exit_code: code,
+            error: None,
+            elapsed,
+        },
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                return JobOutcome { exit_code: exit.0, error: None, elapsed };
+                return JobOutcome {
+                    exit_code: exit.0,
+                    error: None,
+                    elapsed,
+                };
             }
-            let error = classify(name, limits.deadline_ms, u64::from(limits.table_elements), &e);
-            JobOutcome { exit_code: TRAP_EXIT_CODE, error: Some(error), elapsed }
+            let error = classify(
+                name,
+                limits.deadline_ms,
+                u64::from(limits.table_elements),
+                &e,
+            );
+            JobOutcome {
+                exit_code: TRAP_EXIT_CODE,
+                error: Some(error),
+                elapsed,
+            }
         }
     }
 }
@@ -142,19 +162,32 @@ async fn run_component(
     let (component, _) = cache.load_component(engine.engine(), bytes)?;
     let exports = component_exports(engine.engine(), &component);
     if world_of(&exports) != Some(PluginKind::Job) {
-        return Err(RuntimeError::plugin(&name, "is not a command: it does not export `wasi:cli/run`"));
+        return Err(RuntimeError::plugin(
+            &name,
+            "is not a command: it does not export `wasi:cli/run`",
+        ));
     }
     let imports = component_imports(engine.engine(), &component);
-    check_imports(&name, PluginKind::Job, imports.iter().map(String::as_str), &opts.grants, ImportPolicy::Command)?;
+    check_imports(
+        &name,
+        PluginKind::Job,
+        imports.iter().map(String::as_str),
+        &opts.grants,
+        ImportPolicy::Command,
+    )?;
 
     let ctx = job_context(&opts);
     let wasi = builder_for(&opts, &ctx)?.build();
     let linker = plugin_linker(engine)?;
     let mut store = new_store(engine.engine(), StoreState::new(ctx, wasi));
-    store.data_mut().deadline = Some(Instant::now() + Duration::from_millis(opts.limits.deadline_ms));
+    store.data_mut().deadline =
+        Some(Instant::now() + Duration::from_millis(opts.limits.deadline_ms));
     let started = Instant::now();
     let result = async {
-        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, &component, &linker).await?;
+        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
+            &mut store, &component, &linker,
+        )
+        .await?;
         match command.wasi_cli_run().call_run(&mut store).await? {
             Ok(()) => Ok(0),
             Err(()) => Ok(1),
@@ -173,7 +206,10 @@ async fn run_module(
     let name = opts.name.clone();
     let (module, _) = cache.load_module(engine.engine(), bytes)?;
     if module.get_export("_start").is_none() {
-        return Err(RuntimeError::plugin(&name, "is a core module without `_start`: not a WASI command"));
+        return Err(RuntimeError::plugin(
+            &name,
+            "is a core module without `_start`: not a WASI command",
+        ));
     }
     let mut linker: wasmtime::Linker<P1State> = wasmtime::Linker::new(engine.engine());
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut P1State| &mut s.wasi)
@@ -181,7 +217,10 @@ async fn run_module(
     let ctx = job_context(&opts);
     let state = P1State {
         wasi: builder_for(&opts, &ctx)?.build_p1(),
-        limiter: PluginLimiter::new(opts.limits.memory_bytes, u64::from(opts.limits.table_elements)),
+        limiter: PluginLimiter::new(
+            opts.limits.memory_bytes,
+            u64::from(opts.limits.table_elements),
+        ),
         deadline: Instant::now() + Duration::from_millis(opts.limits.deadline_ms),
     };
     let mut store = Store::new(engine.engine(), state);

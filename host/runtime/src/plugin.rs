@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use outpost_manifest::{PluginKind, PluginSpec};
 use serde::Serialize;
-use wasmtime::component::{
-    ComponentExportIndex, ComponentType, InstancePre, Lift, Linker,
-};
+use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lift, Linker};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::cache::{CacheOutcome, CompileCache};
@@ -75,7 +73,8 @@ pub struct StatsSnapshot {
 impl PluginStats {
     pub(crate) fn record(&self, elapsed: Duration, result: Result<(), &CallError>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.busy_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.busy_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         if let Err(e) = result {
             self.errors.fetch_add(1, Ordering::Relaxed);
             if e.is_trap() {
@@ -92,7 +91,11 @@ impl PluginStats {
             errors: self.errors.load(Ordering::Relaxed),
             traps: self.traps.load(Ordering::Relaxed),
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -105,8 +108,11 @@ pub fn plugin_linker(engine: &HostEngine) -> Result<Linker<StoreState>, RuntimeE
     let err = |e: wasmtime::Error| RuntimeError::Engine(format!("building the linker: {e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-    crate::state::Imports::add_to_linker::<_, wasmtime::component::HasSelf<StoreState>>(&mut linker, |s| s)
-        .map_err(err)?;
+    crate::state::Imports::add_to_linker::<_, wasmtime::component::HasSelf<StoreState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(err)?;
     Ok(linker)
 }
 
@@ -148,22 +154,37 @@ impl Plugin {
             Some(world) => {
                 return Err(RuntimeError::plugin(
                     name,
-                    format!("the manifest says kind = \"{}\" but the component implements the {world} world", spec.kind),
+                    format!(
+                        "the manifest says kind = \"{}\" but the component implements the {world} world",
+                        spec.kind
+                    ),
                 ));
             }
             None => {
                 return Err(RuntimeError::plugin(
                     name,
-                    format!("the component exports none of the Outpost worlds (expected {})", spec.kind),
+                    format!(
+                        "the component exports none of the Outpost worlds (expected {})",
+                        spec.kind
+                    ),
                 ));
             }
         }
-        check_imports(name, spec.kind, inspection.imports.iter().map(String::as_str), &spec.grants, ImportPolicy::Strict)?;
+        check_imports(
+            name,
+            spec.kind,
+            inspection.imports.iter().map(String::as_str),
+            &spec.grants,
+            ImportPolicy::Strict,
+        )?;
         for dir in &spec.grants.dirs {
             if !dir.host.is_dir() {
                 return Err(RuntimeError::plugin(
                     name,
-                    format!("grants.dirs: {} is not a directory on this host", dir.host.display()),
+                    format!(
+                        "grants.dirs: {} is not a directory on this host",
+                        dir.host.display()
+                    ),
                 ));
             }
         }
@@ -171,11 +192,11 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::plugin(name, format!("cannot link: {e:#}")))?;
         let handle = match spec.kind {
-            PluginKind::Pipeline => Some(
-                component
-                    .get_export_index(None, "handle")
-                    .ok_or_else(|| RuntimeError::plugin(name, "pipeline does not export `handle`"))?,
-            ),
+            PluginKind::Pipeline => {
+                Some(component.get_export_index(None, "handle").ok_or_else(|| {
+                    RuntimeError::plugin(name, "pipeline does not export `handle`")
+                })?)
+            }
             _ => None,
         };
         tracing::info!(plugin = name, kind = %spec.kind, digest = %inspection.digest, cache = ?outcome, "plugin loaded");
@@ -236,12 +257,20 @@ impl Plugin {
             plugin: self.ctx.name.clone(),
             message: e.to_string(),
         })?;
-        Ok(new_store(self.pre.engine(), StoreState::new(self.ctx.clone(), wasi)))
+        Ok(new_store(
+            self.pre.engine(),
+            StoreState::new(self.ctx.clone(), wasi),
+        ))
     }
 
     pub(crate) fn classify(&self, err: &wasmtime::Error) -> CallError {
         let limits = &self.ctx.limits;
-        classify(&self.ctx.name, limits.deadline_ms, u64::from(limits.table_elements), err)
+        classify(
+            &self.ctx.name,
+            limits.deadline_ms,
+            u64::from(limits.table_elements),
+            err,
+        )
     }
 
     pub(crate) fn record(&self, started: Instant, result: Result<(), &CallError>) {
@@ -259,7 +288,11 @@ impl Plugin {
         result
     }
 
-    async fn handle_inner(&self, topic: &str, payload: &[u8]) -> Result<Vec<OutMessage>, CallError> {
+    async fn handle_inner(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Vec<OutMessage>, CallError> {
         let name = &self.ctx.name;
         let Some(index) = self.handle.as_ref() else {
             return Err(CallError::Refused {
@@ -292,22 +325,38 @@ impl Plugin {
         };
         let messages = match result {
             Ok(messages) => messages,
-            Err(message) if message.len() as u64 > limit => return Err(too_large(message.len() as u64)),
-            Err(message) => return Err(CallError::Guest { plugin: name.clone(), message }),
+            Err(message) if message.len() as u64 > limit => {
+                return Err(too_large(message.len() as u64));
+            }
+            Err(message) => {
+                return Err(CallError::Guest {
+                    plugin: name.clone(),
+                    message,
+                });
+            }
         };
         if messages.len() > MAX_OUTPUT_MESSAGES {
             return Err(CallError::Refused {
                 plugin: name.clone(),
-                message: format!("returned {} messages, more than the {MAX_OUTPUT_MESSAGES} allowed per call", messages.len()),
+                message: format!(
+                    "returned {} messages, more than the {MAX_OUTPUT_MESSAGES} allowed per call",
+                    messages.len()
+                ),
             });
         }
-        let total: u64 = messages.iter().map(|m| (m.topic.len() + m.payload.len()) as u64).sum();
+        let total: u64 = messages
+            .iter()
+            .map(|m| (m.topic.len() + m.payload.len()) as u64)
+            .sum();
         if total > limit {
             return Err(too_large(total));
         }
         Ok(messages
             .into_iter()
-            .map(|m| OutMessage { topic: m.topic, payload: m.payload })
+            .map(|m| OutMessage {
+                topic: m.topic,
+                payload: m.payload,
+            })
             .collect())
     }
 

@@ -140,9 +140,17 @@ pub fn apply_grants(b: &mut WasiCtxBuilder, grants: &Grants) -> Result<(), Runti
         b.env(k, v);
     }
     for dir in &grants.dirs {
-        let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        b.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(|e| RuntimeError::io(&dir.host, format!("cannot preopen for {}: {e:#}", dir.guest)))?;
+        let perms = if dir.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+            RuntimeError::io(
+                &dir.host,
+                format!("cannot preopen for {}: {e:#}", dir.guest),
+            )
+        })?;
     }
     let net = grants.net.clone();
     b.allow_ip_name_lookup(net.lookup)
@@ -162,8 +170,12 @@ pub fn apply_grants(b: &mut WasiCtxBuilder, grants: &Grants) -> Result<(), Runti
 /// address (what a connect does implicitly); listening and accepting never.
 fn socket_allowed(net: &NetGrant, addr: SocketAddr, usage: SocketAddrUse) -> bool {
     match usage {
-        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => net.allows(&addr),
-        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => addr.ip().is_unspecified() && addr.port() == 0,
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+            net.allows(&addr)
+        }
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            addr.ip().is_unspecified() && addr.port() == 0
+        }
         SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
     }
 }
@@ -279,11 +291,13 @@ impl bus::Host for StoreState {
         };
         match bus.publish(&p.name, &topic, payload) {
             Ok(_) => Ok(()),
-            Err(outpost_services::bus::PublishError::TooLarge { limit, .. }) => {
-                Err(bus::BusError::TooLarge(limit.try_into().unwrap_or(u32::MAX)))
-            }
+            Err(outpost_services::bus::PublishError::TooLarge { limit, .. }) => Err(
+                bus::BusError::TooLarge(limit.try_into().unwrap_or(u32::MAX)),
+            ),
             // A granted pattern only matches valid concrete topics, so this is a wildcard.
-            Err(outpost_services::bus::PublishError::BadTopic(topic, _)) => Err(bus::BusError::NotGranted(topic)),
+            Err(outpost_services::bus::PublishError::BadTopic(topic, _)) => {
+                Err(bus::BusError::NotGranted(topic))
+            }
         }
     }
 }
@@ -361,14 +375,24 @@ struct LogWriter {
 impl LogWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let level = if self.stream.stream == "stderr" { tracing::Level::WARN } else { tracing::Level::INFO };
-        self.stream.plugin.log(level, self.stream.stream, text.trim_end_matches('\r'));
+        let level = if self.stream.stream == "stderr" {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        self.stream
+            .plugin
+            .log(level, self.stream.stream, text.trim_end_matches('\r'));
         self.line.clear();
     }
 }
 
 impl AsyncWrite for LogWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         for &b in buf {
             if b == b'\n' {
                 self.emit();

@@ -14,14 +14,20 @@ fn manifest(dir: &Path, text: &str) -> Manifest {
 }
 
 fn artifacts_dir() -> std::path::PathBuf {
-    Path::new(outpost_artifacts::ECHO_PIPELINE).parent().unwrap().to_path_buf()
+    Path::new(outpost_artifacts::ECHO_PIPELINE)
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 async fn start(dir: &Path, text: &str) -> Arc<Appliance> {
     let mut opts = ApplianceOptions::new(dir.join("data"));
     opts.plugin_dirs.push(artifacts_dir());
     opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    opts.engine = EngineSettings { instance_slots: 16, ..EngineSettings::default() };
+    opts.engine = EngineSettings {
+        instance_slots: 16,
+        ..EngineSettings::default()
+    };
     Appliance::start(manifest(dir, text), opts).await.unwrap()
 }
 
@@ -58,20 +64,35 @@ grants.dirs = [{ host = ".", guest = "/config", mode = "ro" }]
 async fn a_pipeline_receives_bus_messages_and_publishes_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let app = start(dir.path(), DEMO).await;
-    let mut out = app.bus().subscribe("test", vec![TopicPattern::parse("out/#").unwrap()], 16);
+    let mut out = app
+        .bus()
+        .subscribe("test", vec![TopicPattern::parse("out/#").unwrap()], 16);
     for word in ["one", "two", "three"] {
-        app.bus().publish("test", "in/words", word.as_bytes().to_vec()).unwrap();
-        let msg = tokio::time::timeout(Duration::from_secs(10), out.recv()).await.unwrap().unwrap();
+        app.bus()
+            .publish("test", "in/words", word.as_bytes().to_vec())
+            .unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), out.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(msg.topic, "out/echo");
         assert_eq!(msg.source, "echo");
         assert_eq!(msg.payload, word.to_uppercase().as_bytes());
     }
     // The plugin's counter lives in the host's kv, not in the (per-call) instance.
-    let count = app.kv().namespace("echo", 16 << 10).get("count").unwrap().unwrap();
+    let count = app
+        .kv()
+        .namespace("echo", 16 << 10)
+        .get("count")
+        .unwrap()
+        .unwrap();
     assert_eq!(u64::from_le_bytes(count.try_into().unwrap()), 3);
     let status = app.status();
     let echo = status.iter().find(|p| p.name == "echo").unwrap();
-    assert_eq!((echo.state.as_str(), echo.stats.calls, echo.stats.errors), ("running", 3, 0));
+    assert_eq!(
+        (echo.state.as_str(), echo.stats.calls, echo.stats.errors),
+        ("running", 3, 0)
+    );
     app.shutdown().await;
 }
 
@@ -80,23 +101,57 @@ async fn http_plugins_answer_under_their_route_and_the_host_ingests_to_the_bus()
     let dir = tempfile::tempdir().unwrap();
     let app = start(dir.path(), DEMO).await;
     let addr = app.http_addr().unwrap();
-    let resp = http(addr, "GET /hello/world?x=1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        addr,
+        "GET /hello/world?x=1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.contains("hello from outpost: GET /hello/world?x=1\n"), "{resp}");
-    let resp = http(addr, "GET /hello/missing HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "a /hello/... path is the plugin's to answer: {resp}");
-    let resp = http(addr, "GET /nothing HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        resp.contains("hello from outpost: GET /hello/world?x=1\n"),
+        "{resp}"
+    );
+    let resp = http(
+        addr,
+        "GET /hello/missing HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "a /hello/... path is the plugin's to answer: {resp}"
+    );
+    let resp = http(
+        addr,
+        "GET /nothing HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
 
-    let mut out = app.bus().subscribe("test", vec![TopicPattern::parse("out/echo").unwrap()], 4);
+    let mut out = app
+        .bus()
+        .subscribe("test", vec![TopicPattern::parse("out/echo").unwrap()], 4);
     let resp = http(addr, "POST /v1/bus/in/http HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
-    let msg = tokio::time::timeout(Duration::from_secs(10), out.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), out.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.payload, b"HELLO");
-    let resp = http(addr, "POST /v1/bus/in/%23 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 202") || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let resp = http(
+        addr,
+        "POST /v1/bus/in/%23 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 202") || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
 
-    let resp = http(addr, "GET /v1/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        addr,
+        "GET /v1/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.contains("\"name\": \"hello\""), "{resp}");
     app.shutdown().await;
 }
@@ -107,7 +162,11 @@ async fn a_job_runs_once_and_reports_its_exit_status() {
     let app = start(dir.path(), DEMO).await;
     let mut state = String::new();
     for _ in 0..200 {
-        let s = app.status().into_iter().find(|p| p.name == "greeter").unwrap();
+        let s = app
+            .status()
+            .into_iter()
+            .find(|p| p.name == "greeter")
+            .unwrap();
         state = s.state.clone();
         assert_ne!(state, "failed", "{:?}", s.stats.last_error);
         if state != "running" {
@@ -144,16 +203,37 @@ component = "hello_http.wasm"
 route = "/"
 "#;
     let app = start(dir.path(), text).await;
-    let status: std::collections::BTreeMap<_, _> = app.status().into_iter().map(|p| (p.name.clone(), p)).collect();
+    let status: std::collections::BTreeMap<_, _> = app
+        .status()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
     let err = |n: &str| status[n].stats.last_error.clone().unwrap_or_default();
     assert_eq!(status["greedy"].state, "failed");
-    assert!(err("greedy").contains("imports `outpost:plugin/kv@0.1.0` but is not granted a kv namespace"), "{}", err("greedy"));
+    assert!(
+        err("greedy")
+            .contains("imports `outpost:plugin/kv@0.1.0` but is not granted a kv namespace"),
+        "{}",
+        err("greedy")
+    );
     assert_eq!(status["missing"].state, "failed");
-    assert!(err("missing").contains("no-such-plugin.wasm` not found"), "{}", err("missing"));
+    assert!(
+        err("missing").contains("no-such-plugin.wasm` not found"),
+        "{}",
+        err("missing")
+    );
     assert_eq!(status["wrong-kind"].state, "failed");
-    assert!(err("wrong-kind").contains("implements the pipeline world"), "{}", err("wrong-kind"));
+    assert!(
+        err("wrong-kind").contains("implements the pipeline world"),
+        "{}",
+        err("wrong-kind")
+    );
     assert_eq!(status["fine"].state, "running");
-    let resp = http(app.http_addr().unwrap(), "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        app.http_addr().unwrap(),
+        "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     app.shutdown().await;
 }

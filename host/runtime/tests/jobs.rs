@@ -2,7 +2,9 @@
 //! modules too.
 
 use outpost_manifest::{DirGrant, Grants, Limits};
-use outpost_runtime::{CallError, CompileCache, EngineSettings, HostEngine, JobOptions, JobStdio, run_job};
+use outpost_runtime::{
+    CallError, CompileCache, EngineSettings, HostEngine, JobOptions, JobStdio, run_job,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 struct Run {
@@ -13,9 +15,16 @@ struct Run {
 }
 
 async fn run(bytes: &[u8], args: &[&str], grants: Grants, limits: Limits) -> Run {
-    let engine = HostEngine::new(EngineSettings { instance_slots: 4, ..EngineSettings::default() }).unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        instance_slots: 4,
+        ..EngineSettings::default()
+    })
+    .unwrap();
     let cache = CompileCache::disabled(engine.engine());
-    let (stdout, stderr) = (MemoryOutputPipe::new(1 << 20), MemoryOutputPipe::new(1 << 20));
+    let (stdout, stderr) = (
+        MemoryOutputPipe::new(1 << 20),
+        MemoryOutputPipe::new(1 << 20),
+    );
     let mut argv = vec!["job".to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
     let outcome = run_job(
@@ -27,7 +36,10 @@ async fn run(bytes: &[u8], args: &[&str], grants: Grants, limits: Limits) -> Run
             argv,
             grants,
             limits,
-            stdio: JobStdio::Capture { stdout: stdout.clone(), stderr: stderr.clone() },
+            stdio: JobStdio::Capture {
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+            },
         },
     )
     .await
@@ -46,7 +58,13 @@ fn hello_job() -> Vec<u8> {
 
 #[tokio::test]
 async fn a_command_component_gets_its_arguments_and_only_granted_env() {
-    let r = run(&hello_job(), &["outpost"], Grants::default(), Limits::default()).await;
+    let r = run(
+        &hello_job(),
+        &["outpost"],
+        Grants::default(),
+        Limits::default(),
+    )
+    .await;
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello, outpost!\n"));
     let mut grants = Grants::default();
     grants.env.insert("COLOUR".into(), "blue".into());
@@ -61,15 +79,38 @@ async fn a_command_component_copies_between_preopens_and_cannot_write_read_only_
     let out = tempfile::tempdir().unwrap();
     let grants = Grants {
         dirs: vec![
-            DirGrant { host: dir.path().into(), guest: "/in".into(), read_only: true },
-            DirGrant { host: out.path().into(), guest: "/out".into(), read_only: false },
+            DirGrant {
+                host: dir.path().into(),
+                guest: "/in".into(),
+                read_only: true,
+            },
+            DirGrant {
+                host: out.path().into(),
+                guest: "/out".into(),
+                read_only: false,
+            },
         ],
         ..Grants::default()
     };
-    let r = run(&hello_job(), &["copy", "/in/in.txt", "/out/copy.txt"], grants.clone(), Limits::default()).await;
+    let r = run(
+        &hello_job(),
+        &["copy", "/in/in.txt", "/out/copy.txt"],
+        grants.clone(),
+        Limits::default(),
+    )
+    .await;
     assert_eq!((r.code, r.stdout.as_str()), (0, "copied 7 bytes\n"));
-    assert_eq!(std::fs::read_to_string(out.path().join("copy.txt")).unwrap(), "payload");
-    let r = run(&hello_job(), &["copy", "/in/in.txt", "/in/again.txt"], grants, Limits::default()).await;
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("copy.txt")).unwrap(),
+        "payload"
+    );
+    let r = run(
+        &hello_job(),
+        &["copy", "/in/in.txt", "/in/again.txt"],
+        grants,
+        Limits::default(),
+    )
+    .await;
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
     assert!(!dir.path().join("again.txt").exists());
@@ -77,7 +118,13 @@ async fn a_command_component_copies_between_preopens_and_cannot_write_read_only_
 
 #[tokio::test]
 async fn a_failing_command_exits_non_zero_with_its_stderr() {
-    let r = run(&hello_job(), &["exit", "3"], Grants::default(), Limits::default()).await;
+    let r = run(
+        &hello_job(),
+        &["exit", "3"],
+        Grants::default(),
+        Limits::default(),
+    )
+    .await;
     assert_ne!(r.code, 0);
     assert_eq!(r.stderr, "exiting with 3\n");
     assert!(r.error.is_none());
@@ -97,7 +144,13 @@ const P1_MODULE: &str = r#"(module
 
 #[tokio::test]
 async fn a_preview1_module_runs_and_its_exit_code_comes_through() {
-    let r = run(P1_MODULE.as_bytes(), &[], Grants::default(), Limits::default()).await;
+    let r = run(
+        P1_MODULE.as_bytes(),
+        &[],
+        Grants::default(),
+        Limits::default(),
+    )
+    .await;
     assert_eq!((r.code, r.stdout.as_str()), (7, "hello from preview1\n"));
 }
 
@@ -105,8 +158,21 @@ const P1_SPIN: &str = r#"(module (func (export "_start") (loop $l (br $l))))"#;
 
 #[tokio::test]
 async fn a_job_that_never_ends_is_stopped_at_its_deadline() {
-    let limits = Limits { deadline_ms: 200, ..Limits::default() };
+    let limits = Limits {
+        deadline_ms: 200,
+        ..Limits::default()
+    };
     let r = run(P1_SPIN.as_bytes(), &[], Grants::default(), limits).await;
     assert_eq!(r.code, outpost_runtime::job::TRAP_EXIT_CODE);
-    assert!(matches!(r.error, Some(CallError::DeadlineExceeded { deadline_ms: 200, .. })), "{:?}", r.error);
+    assert!(
+        matches!(
+            r.error,
+            Some(CallError::DeadlineExceeded {
+                deadline_ms: 200,
+                ..
+            })
+        ),
+        "{:?}",
+        r.error
+    );
 }

@@ -123,7 +123,12 @@ impl Bus {
     }
 
     /// Subscribes `name` to every topic matching one of `patterns`, with a queue of `capacity`.
-    pub fn subscribe(&self, name: &str, patterns: Vec<TopicPattern>, capacity: usize) -> Subscription {
+    pub fn subscribe(
+        &self,
+        name: &str,
+        patterns: Vec<TopicPattern>,
+        capacity: usize,
+    ) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -146,14 +151,20 @@ impl Bus {
     }
 
     /// Publishes a message to every matching subscription without waiting.
-    pub fn publish(&self, source: &str, topic: &str, payload: Vec<u8>) -> Result<Delivery, PublishError> {
+    pub fn publish(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<Delivery, PublishError> {
         if payload.len() > self.max_payload {
             return Err(PublishError::TooLarge {
                 size: payload.len(),
                 limit: self.max_payload,
             });
         }
-        let parsed = TopicPattern::parse(topic).map_err(|why| PublishError::BadTopic(topic.into(), why))?;
+        let parsed =
+            TopicPattern::parse(topic).map_err(|why| PublishError::BadTopic(topic.into(), why))?;
         if parsed.is_wildcard() {
             return Err(PublishError::BadTopic(
                 topic.into(),
@@ -166,7 +177,10 @@ impl Bus {
             .lock()
             .expect("bus lock is never poisoned: no code panics while holding it");
         let mut delivery = Delivery::default();
-        for sub in subs.iter().filter(|s| s.patterns.iter().any(|p| p.matches(topic))) {
+        for sub in subs
+            .iter()
+            .filter(|s| s.patterns.iter().any(|p| p.matches(topic)))
+        {
             let msg = BusMessage {
                 topic: topic.to_string(),
                 payload: payload.clone(),
@@ -205,7 +219,13 @@ mod tests {
         let mut a = bus.subscribe("a", pat("x/+"), 4);
         let mut b = bus.subscribe("b", pat("y/#"), 4);
         let d = bus.publish("t", "x/1", b"one".to_vec()).unwrap();
-        assert_eq!(d, Delivery { delivered: 1, dropped: 0 });
+        assert_eq!(
+            d,
+            Delivery {
+                delivered: 1,
+                dropped: 0
+            }
+        );
         assert_eq!(a.try_recv().unwrap().payload, b"one");
         assert!(b.try_recv().is_none());
     }
@@ -227,7 +247,10 @@ mod tests {
             bus.publish("p", "t", vec![0; 5]).unwrap_err(),
             PublishError::TooLarge { size: 5, limit: 4 }
         );
-        assert!(matches!(bus.publish("p", "t/#", vec![]), Err(PublishError::BadTopic(..))));
+        assert!(matches!(
+            bus.publish("p", "t/#", vec![]),
+            Err(PublishError::BadTopic(..))
+        ));
     }
 
     #[test]

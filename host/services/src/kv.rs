@@ -124,7 +124,10 @@ impl KvNamespace {
         {
             let mut data = tx.open_table(DATA).map_err(io)?;
             let mut usage = tx.open_table(USAGE).map_err(io)?;
-            let used = usage.get(self.name.as_str()).map_err(io)?.map_or(0, |v| v.value());
+            let used = usage
+                .get(self.name.as_str())
+                .map_err(io)?
+                .map_or(0, |v| v.value());
             let old = data
                 .get((self.name.as_str(), key))
                 .map_err(io)?
@@ -153,8 +156,13 @@ impl KvNamespace {
                 .map_err(io)?
                 .map(|v| (key.len() + v.value().len()) as u64);
             if let Some(freed) = removed {
-                let used = usage.get(self.name.as_str()).map_err(io)?.map_or(0, |v| v.value());
-                usage.insert(self.name.as_str(), used.saturating_sub(freed)).map_err(io)?;
+                let used = usage
+                    .get(self.name.as_str())
+                    .map_err(io)?
+                    .map_or(0, |v| v.value());
+                usage
+                    .insert(self.name.as_str(), used.saturating_sub(freed))
+                    .map_err(io)?;
             }
             removed.is_some()
         };
@@ -182,7 +190,10 @@ impl KvNamespace {
     pub fn usage(&self) -> Result<u64, KvError> {
         let tx = self.store.db.begin_read().map_err(io)?;
         let usage = tx.open_table(USAGE).map_err(io)?;
-        Ok(usage.get(self.name.as_str()).map_err(io)?.map_or(0, |v| v.value()))
+        Ok(usage
+            .get(self.name.as_str())
+            .map_err(io)?
+            .map_or(0, |v| v.value()))
     }
 }
 
@@ -218,7 +229,10 @@ mod tests {
         ns.set("k2", &[0; 13]).unwrap(); // 20 bytes in all
         assert_eq!(
             ns.set("k3", &[]).unwrap_err(),
-            KvError::QuotaExceeded { namespace: "q".into(), quota: 20 }
+            KvError::QuotaExceeded {
+                namespace: "q".into(),
+                quota: 20
+            }
         );
         assert!(ns.delete("k2").unwrap());
         assert!(!ns.delete("k2").unwrap());
@@ -249,7 +263,11 @@ mod tests {
     fn values_survive_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.redb");
-        KvStore::open(&path).unwrap().namespace("n", 100).set("k", b"v").unwrap();
+        KvStore::open(&path)
+            .unwrap()
+            .namespace("n", 100)
+            .set("k", b"v")
+            .unwrap();
         let again = KvStore::open(&path).unwrap().namespace("n", 100);
         assert_eq!(again.get("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(again.usage().unwrap(), 2);
@@ -260,6 +278,9 @@ mod tests {
         let store = KvStore::in_memory().unwrap();
         let ns = store.namespace("n", u64::MAX);
         let key = "k".repeat(MAX_KEY_BYTES + 1);
-        assert!(matches!(ns.set(&key, b""), Err(KvError::TooLarge { what: "key", .. })));
+        assert!(matches!(
+            ns.set(&key, b""),
+            Err(KvError::TooLarge { what: "key", .. })
+        ));
     }
 }

@@ -51,13 +51,15 @@ impl Guest for Hostile {
             "write" => std::fs::write(arg(&payload), b"pwned")
                 .map_err(io_err)
                 .and_then(|()| reply("write", "written")),
-            "list" => std::fs::read_dir(arg(&payload)).map_err(io_err).and_then(|dir| {
-                let names: Vec<String> = dir
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                reply("list", names.join("\n"))
-            }),
+            "list" => std::fs::read_dir(arg(&payload))
+                .map_err(io_err)
+                .and_then(|dir| {
+                    let names: Vec<String> = dir
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    reply("list", names.join("\n"))
+                }),
             "connect" => std::net::TcpStream::connect(arg(&payload))
                 .map_err(io_err)
                 .and_then(|_| reply("connect", "connected")),
@@ -128,4 +130,3 @@ impl Guest for Hostile {
 }
 
 outpost_sdk::export_pipeline!(Hostile);
-
