@@ -30,4 +30,4 @@ cargo test --workspace --locked
 say "benchmarks (quick mode: they must run, figures are not asserted)"
 cargo bench -p outpost-runtime --bench runtime --locked -- --quick --noplot > target/bench-quick.log 2>&1 || {
   tail -50 target/bench-quick.log; exit 1; }
-sed -n "/^ratios/,$p" target/bench-quick.log
+sed -n '/^ratios/,$p' target/bench-quick.log
