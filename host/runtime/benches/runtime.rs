@@ -85,6 +85,25 @@ fn instantiate(c: &mut Criterion) {
                     .unwrap();
             })
         });
+        // The smallest component (one empty export, no imports): comparable with wasmtime's
+        // published figure for a small pre-compiled module with pooling.
+        let empty = Component::new(engine.engine(), EMPTY_COMPONENT).unwrap();
+        let empty_pre = Linker::<()>::new(engine.engine())
+            .instantiate_pre(&empty)
+            .unwrap();
+        group.bench_function(format!("empty-component/{label}"), |b| {
+            b.iter(|| {
+                let mut store = Store::new(engine.engine(), ());
+                empty_pre.instantiate(&mut store).unwrap();
+            })
+        });
+        if pooling {
+            // The store alone (WASI context from grants, resource table, limiter): the part of
+            // the figure above that is not wasmtime's instantiation.
+            group.bench_function("echo-pipeline/store-only", |b| {
+                b.iter(|| plugin.new_store().unwrap())
+            });
+        }
     }
     group.finish();
 }
@@ -199,6 +218,16 @@ fn report() {
             "instantiate pooling vs on-demand",
             "instantiate/echo-pipeline_pooling",
             "instantiate/echo-pipeline_on-demand",
+        ),
+        (
+            "empty component vs echo-pipeline (pooling)",
+            "instantiate/empty-component_pooling",
+            "instantiate/echo-pipeline_pooling",
+        ),
+        (
+            "store setup share of instantiate",
+            "instantiate/echo-pipeline_store-only",
+            "instantiate/echo-pipeline_pooling",
         ),
         (
             "compile cache hit vs miss",
