@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use outpost_manifest::{Manifest, PluginKind, PluginSpec};
-use outpost_services::{Bus, KvStore};
+use outpost_services::{Bus, BusMessage, KvStore, Subscription};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -250,25 +250,21 @@ impl Appliance {
             if plugin.kind() != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
                 continue;
             }
-            let mut sub =
-                self.bus
-                    .subscribe(name, spec.grants.bus.subscribe.clone(), PIPELINE_QUEUE);
+            let sub = self
+                .bus
+                .subscribe(name, spec.grants.bus.subscribe.clone(), PIPELINE_QUEUE);
             let plugin = plugin.clone();
             let bus = self.bus.clone();
             let grants = spec.grants.bus.clone();
-            let mut shutdown = self.shutdown.subscribe();
-            let task = tokio::spawn(async move {
-                loop {
-                    let msg = tokio::select! {
-                        m = sub.recv() => match m { Some(m) => m, None => return },
-                        _ = shutdown.changed() => return,
-                    };
+            self.spawn_consumer(sub, move |msg| {
+                let (plugin, bus, grants) = (plugin.clone(), bus.clone(), grants.clone());
+                async move {
                     // A pipeline never receives its own output: no accidental feedback loops.
                     if msg.source == plugin.name() {
-                        continue;
+                        return;
                     }
                     let Ok(outputs) = plugin.handle(&msg.topic, &msg.payload).await else {
-                        continue; // counted and logged by the plugin
+                        return; // counted and logged by the plugin
                     };
                     for out in outputs {
                         if !grants.may_publish(&out.topic) {
@@ -281,10 +277,6 @@ impl Appliance {
                     }
                 }
             });
-            self.tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(task);
         }
     }
 
@@ -294,7 +286,19 @@ impl Appliance {
         if topics.is_empty() {
             return;
         }
-        let mut sub = self.bus.subscribe("host-log", topics, PIPELINE_QUEUE);
+        let sub = self.bus.subscribe("host-log", topics, PIPELINE_QUEUE);
+        self.spawn_consumer(sub, |msg| async move {
+            let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+            tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
+        });
+    }
+
+    /// Runs `on_message` for each message of `sub`, one at a time (in order), until shutdown.
+    fn spawn_consumer<F, Fut>(self: &Arc<Self>, mut sub: Subscription, mut on_message: F)
+    where
+        F: FnMut(BusMessage) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let mut shutdown = self.shutdown.subscribe();
         let task = tokio::spawn(async move {
             loop {
@@ -302,9 +306,7 @@ impl Appliance {
                     m = sub.recv() => match m { Some(m) => m, None => return },
                     _ = shutdown.changed() => return,
                 };
-                let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)])
-                    .into_owned();
-                tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
+                on_message(msg).await;
             }
         });
         self.tasks

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outpost_manifest::{Grants, Limits, PluginKind};
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -14,10 +14,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use crate::cache::CompileCache;
 use crate::capability::{ImportPolicy, check_imports};
 use crate::engine::HostEngine;
-use crate::error::{CallError, DeadlinePassed, RuntimeError, classify};
+use crate::error::{CallError, RuntimeError, classify};
 use crate::inspect::{component_exports, component_imports, is_component, world_of};
 use crate::limits::PluginLimiter;
-use crate::plugin::{new_store, plugin_linker};
+use crate::plugin::{install_deadline, new_store, plugin_linker};
 use crate::state::{PluginContext, StoreState, apply_grants};
 
 /// Exit status reported for a job that trapped (as `wasmtime run` does on Unix: 128 + SIGABRT).
@@ -225,14 +225,7 @@ async fn run_module(
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_callback(|ctx| {
-        if Instant::now() >= ctx.data().deadline {
-            Err(DeadlinePassed.into())
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-    store.set_epoch_deadline(1);
+    install_deadline(&mut store, |s| Some(s.deadline));
     let started = Instant::now();
     let result = async {
         let instance = linker.instantiate_async(&mut store, &module).await?;

@@ -374,12 +374,21 @@ impl Plugin {
 pub(crate) fn new_store(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
-        Some(deadline) if Instant::now() >= deadline => Err(DeadlinePassed.into()),
+    install_deadline(&mut store, |s| s.deadline);
+    store
+}
+
+/// Makes the guest yield at every epoch tick and fail with [`DeadlinePassed`] once the instant
+/// that `deadline` reads from the store's data has passed (no deadline: yield only).
+pub(crate) fn install_deadline<T: 'static>(
+    store: &mut Store<T>,
+    deadline: fn(&T) -> Option<Instant>,
+) {
+    store.epoch_deadline_callback(move |ctx| match deadline(ctx.data()) {
+        Some(at) if Instant::now() >= at => Err(DeadlinePassed.into()),
         _ => Ok(UpdateDeadline::Yield(1)),
     });
     store.set_epoch_deadline(1);
-    store
 }
 
 /// Starts the call's deadline clock.
