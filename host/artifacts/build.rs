@@ -15,6 +15,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("ECHO_PIPELINE", "echo-pipeline", "echo_pipeline.wasm"),
     ("HELLO_HTTP", "hello-http", "hello_http.wasm"),
     ("HOSTILE", "hostile", "hostile.wasm"),
+    ("VERSIONED", "versioned", "versioned.wasm"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod job;
 pub mod limits;
 pub mod plugin;
+pub mod slot;
 pub mod state;
 
 pub use appliance::{Appliance, ApplianceOptions, PluginStatus};
@@ -24,3 +25,4 @@ pub use engine::{EngineSettings, HostEngine};
 pub use error::{CallError, RuntimeError};
 pub use job::{JobOptions, JobOutcome, JobStdio, run_job};
 pub use plugin::{OutMessage, Plugin};
+pub use slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotError, SlotEvent};

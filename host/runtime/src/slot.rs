@@ -1,0 +1,299 @@
+//! Plugin slots: the active version of a plugin behind an atomic pointer, hot swap gated by a
+//! health check, and rollback — by hand or automatic when a new version keeps failing.
+//!
+//! A call loads the active version once and runs to completion on it, so a swap never
+//! interrupts a call in flight: calls that started before the swap finish on the old version,
+//! calls that start after it run on the new one, and none fails because of the swap. State lives
+//! in the host (kv), so the new version starts with the old one's state.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::error::CallError;
+use crate::plugin::{OutMessage, Plugin};
+
+/// When to roll a freshly swapped-in version back by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackPolicy {
+    /// Roll back once a new version traps or breaks a limit more than this many times...
+    pub max_failures: u32,
+    /// ...within this window.
+    pub window: Duration,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        RollbackPolicy {
+            max_failures: 3,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a version's health is checked before it takes traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// No check: the version serves as soon as it is pre-instantiated.
+    None,
+    /// Call the pipeline's `handle` with this topic and payload; it must return `Ok`.
+    Call {
+        /// Probe topic.
+        topic: String,
+        /// Probe payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// What happened in a slot, newest last.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum SlotEvent {
+    /// A new version took over.
+    Swapped {
+        /// Seconds since the Unix epoch.
+        at: u64,
+        /// Digest of the version that was replaced.
+        from: String,
+        /// Digest of the version now serving.
+        to: String,
+    },
+    /// A candidate failed its health check and never served.
+    Rejected {
+        /// Seconds since the Unix epoch.
+        at: u64,
+        /// Digest of the candidate.
+        candidate: String,
+        /// Why.
+        reason: String,
+    },
+    /// The previous version was restored.
+    RolledBack {
+        /// Seconds since the Unix epoch.
+        at: u64,
+        /// Digest of the version taken out.
+        from: String,
+        /// Digest of the version restored.
+        to: String,
+        /// Why (an operator, or the failures that triggered it).
+        reason: String,
+        /// Whether the host did it by itself.
+        automatic: bool,
+    },
+}
+
+/// Why a swap or rollback did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// The candidate failed its health check; the old version keeps serving.
+    #[error("plugin `{plugin}`: the new version failed its health check: {reason}")]
+    Unhealthy {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// There is no previous version to go back to.
+    #[error("plugin `{0}` has no previous version to roll back to")]
+    NoPrevious(String),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Versions {
+    previous: Option<Arc<Plugin>>,
+    /// Failures of the active version since it was swapped in (only tracked after a swap).
+    failures: VecDeque<Instant>,
+    /// Whether the active version came from a swap (and so may be rolled back automatically).
+    on_probation: bool,
+    events: Vec<SlotEvent>,
+    swaps: u64,
+    rollbacks: u64,
+}
+
+/// One plugin's slot.
+pub struct PluginSlot {
+    name: String,
+    active: ArcSwap<Plugin>,
+    versions: Mutex<Versions>,
+    policy: RollbackPolicy,
+    probe: HealthProbe,
+}
+
+/// Counters of a slot.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct SlotCounters {
+    /// Successful swaps.
+    pub swaps: u64,
+    /// Rollbacks, manual and automatic.
+    pub rollbacks: u64,
+}
+
+impl PluginSlot {
+    /// A slot serving `plugin`.
+    pub fn new(plugin: Arc<Plugin>, policy: RollbackPolicy, probe: HealthProbe) -> PluginSlot {
+        PluginSlot {
+            name: plugin.name().to_string(),
+            active: ArcSwap::new(plugin),
+            versions: Mutex::new(Versions {
+                previous: None,
+                failures: VecDeque::new(),
+                on_probation: false,
+                events: Vec::new(),
+                swaps: 0,
+                rollbacks: 0,
+            }),
+            policy,
+            probe,
+        }
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The version serving now.
+    pub fn active(&self) -> Arc<Plugin> {
+        self.active.load_full()
+    }
+
+    /// The version a rollback would restore.
+    pub fn previous(&self) -> Option<Arc<Plugin>> {
+        self.versions().previous.clone()
+    }
+
+    /// The slot's history, oldest first.
+    pub fn events(&self) -> Vec<SlotEvent> {
+        self.versions().events.clone()
+    }
+
+    /// Swap and rollback counts.
+    pub fn counters(&self) -> SlotCounters {
+        let v = self.versions();
+        SlotCounters {
+            swaps: v.swaps,
+            rollbacks: v.rollbacks,
+        }
+    }
+
+    async fn check_health(&self, candidate: &Plugin) -> Result<(), String> {
+        match &self.probe {
+            HealthProbe::None => Ok(()),
+            HealthProbe::Call { topic, payload } => candidate
+                .handle(topic, payload)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Health-checks `candidate` while the active version keeps serving, then makes it active
+    /// atomically; the replaced version is kept for rollback. A candidate that fails the check
+    /// never serves.
+    pub async fn swap(&self, candidate: Arc<Plugin>) -> Result<(), SlotError> {
+        let digest = candidate.inspection().digest.clone();
+        if let Err(reason) = self.check_health(&candidate).await {
+            tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; not swapped");
+            self.versions().events.push(SlotEvent::Rejected {
+                at: now_secs(),
+                candidate: digest,
+                reason: reason.clone(),
+            });
+            return Err(SlotError::Unhealthy {
+                plugin: self.name.clone(),
+                reason,
+            });
+        }
+        let mut v = self.versions();
+        let old = self.active.swap(candidate);
+        tracing::info!(plugin = %self.name, from = %old.inspection().digest, to = %digest, "swapped");
+        v.events.push(SlotEvent::Swapped {
+            at: now_secs(),
+            from: old.inspection().digest.clone(),
+            to: digest,
+        });
+        v.previous = Some(old);
+        v.failures.clear();
+        v.on_probation = true;
+        v.swaps += 1;
+        Ok(())
+    }
+
+    /// Restores the previous version (the current one becomes the previous).
+    pub fn rollback(&self, reason: &str) -> Result<(), SlotError> {
+        let mut v = self.versions();
+        self.rollback_locked(&mut v, reason, false)
+    }
+
+    fn rollback_locked(
+        &self,
+        v: &mut Versions,
+        reason: &str,
+        automatic: bool,
+    ) -> Result<(), SlotError> {
+        let Some(previous) = v.previous.take() else {
+            return Err(SlotError::NoPrevious(self.name.clone()));
+        };
+        let to = previous.inspection().digest.clone();
+        let out = self.active.swap(previous);
+        tracing::warn!(plugin = %self.name, from = %out.inspection().digest, %to, reason, automatic, "rolled back");
+        v.events.push(SlotEvent::RolledBack {
+            at: now_secs(),
+            from: out.inspection().digest.clone(),
+            to,
+            reason: reason.to_string(),
+            automatic,
+        });
+        v.previous = Some(out);
+        v.failures.clear();
+        v.on_probation = false;
+        v.rollbacks += 1;
+        Ok(())
+    }
+
+    /// Calls the active version's `handle`. A trap or broken limit of a version on probation
+    /// counts towards automatic rollback.
+    pub async fn handle(&self, topic: &str, payload: &[u8]) -> Result<Vec<OutMessage>, CallError> {
+        let plugin = self.active.load_full();
+        let result = plugin.handle(topic, payload).await;
+        if let Err(e) = &result
+            && e.is_trap()
+        {
+            self.record_failure(&plugin, e);
+        }
+        result
+    }
+
+    fn record_failure(&self, failed: &Arc<Plugin>, error: &CallError) {
+        let mut v = self.versions();
+        // Only the version serving now is judged; a late failure of a replaced one is not.
+        if !v.on_probation || !Arc::ptr_eq(failed, &self.active.load()) {
+            return;
+        }
+        let now = Instant::now();
+        v.failures.push_back(now);
+        while v
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
+            v.failures.pop_front();
+        }
+        if v.failures.len() as u32 > self.policy.max_failures {
+            let reason = format!(
+                "{} failures within {:?} (last: {error})",
+                v.failures.len(),
+                self.policy.window
+            );
+            let _ = self.rollback_locked(&mut v, &reason, true);
+        }
+    }
+}
