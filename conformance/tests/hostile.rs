@@ -38,6 +38,8 @@ fn spec(name: &str, component: &str, grants: Grants, limits: Limits) -> PluginSp
         limits,
         route: None,
         args: Vec::new(),
+        health: None,
+        rollback: Default::default(),
     }
 }
 

@@ -108,6 +108,38 @@ pub struct PluginSpec {
     pub route: Option<String>,
     /// Arguments for `job` plugins (without the program name).
     pub args: Vec<String>,
+    /// Probe a new version must pass before it takes traffic (pipelines).
+    pub health: Option<HealthCheck>,
+    /// When a newly swapped-in version is rolled back by itself.
+    pub rollback: RollbackSpec,
+}
+
+/// A health probe: a call of the pipeline's `handle` that must succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Probe topic.
+    pub topic: String,
+    /// Probe payload.
+    pub payload: Vec<u8>,
+}
+
+/// Automatic rollback: more than `max_failures` traps or broken limits within `window_ms` of a
+/// new version roll it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackSpec {
+    /// Failures tolerated within the window.
+    pub max_failures: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+}
+
+impl Default for RollbackSpec {
+    fn default() -> Self {
+        RollbackSpec {
+            max_failures: 3,
+            window_ms: 60_000,
+        }
+    }
 }
 
 /// Capabilities granted to one plugin. Empty means none: deny by default.

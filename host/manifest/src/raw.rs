@@ -7,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    BusGrant, DirGrant, Endpoint, Grants, HostSettings, KvGrant, Limits, MAX_DEADLINE_MS,
-    MAX_MEMORY_BYTES, Manifest, ManifestError, NetGrant, PluginKind, PluginSpec, TopicPattern,
+    BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings, KvGrant, Limits,
+    MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, NetGrant, PluginKind, PluginSpec,
+    RollbackSpec, TopicPattern,
 };
 
 #[derive(Deserialize)]
@@ -56,6 +57,23 @@ struct RawPlugin {
     route: Option<Spanned<String>>,
     #[serde(default)]
     args: Vec<String>,
+    health: Option<Spanned<RawHealth>>,
+    rollback: Option<Spanned<RawRollback>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    topic: String,
+    #[serde(default)]
+    payload: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    max_failures: Option<u32>,
+    window_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -276,6 +294,51 @@ fn check_plugin(
 
     let grants = check_grants(c, n, kind, raw.grants)?;
     let limits = check_limits(c, n, raw.limits)?;
+    let health = match raw.health {
+        Some(h) if kind != PluginKind::Pipeline => {
+            return c.err(
+                h.span(),
+                format!(
+                    "plugins.{n}.health: only pipelines have a health probe, this one is {kind}"
+                ),
+            );
+        }
+        Some(h) => {
+            let span = h.span();
+            let h = h.into_inner();
+            if TopicPattern::parse(&h.topic).is_err() {
+                return c.err(
+                    span,
+                    format!(
+                        "plugins.{n}.health.topic: `{}` is not a valid topic",
+                        h.topic
+                    ),
+                );
+            }
+            Some(HealthCheck {
+                topic: h.topic,
+                payload: h.payload.into_bytes(),
+            })
+        }
+        None => None,
+    };
+    let mut rollback = RollbackSpec::default();
+    if let Some(r) = raw.rollback {
+        let span = r.span();
+        let r = r.into_inner();
+        if let Some(max) = r.max_failures {
+            rollback.max_failures = max;
+        }
+        if let Some(ms) = r.window_ms {
+            if ms == 0 || ms > 24 * 60 * 60 * 1000 {
+                return c.err(
+                    span,
+                    format!("plugins.{n}.rollback.window_ms: {ms} is outside 1..=86400000"),
+                );
+            }
+            rollback.window_ms = ms;
+        }
+    }
 
     Ok(PluginSpec {
         name: n.clone(),
@@ -287,6 +350,8 @@ fn check_plugin(
         limits,
         route,
         args: raw.args,
+        health,
+        rollback,
     })
 }
 
@@ -547,6 +612,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("only pipelines"), "{err}");
+        assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn health_probes_and_rollback_policies_are_parsed_and_checked() {
+        let m = parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nhealth = { topic = \"health\", payload = \"ping\" }\nrollback = { max_failures = 5, window_ms = 1000 }\n").unwrap();
+        let a = &m.plugins["a"];
+        assert_eq!(
+            a.health,
+            Some(HealthCheck {
+                topic: "health".into(),
+                payload: b"ping".to_vec()
+            })
+        );
+        assert_eq!(
+            a.rollback,
+            RollbackSpec {
+                max_failures: 5,
+                window_ms: 1000
+            }
+        );
+        let err = parse(
+            "[plugins.a]\nkind = \"job\"\ncomponent = \"a.wasm\"\nhealth = { topic = \"h\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("only pipelines have a health probe"),
+            "{err}"
+        );
+        let err = parse("[plugins.a]\nkind = \"pipeline\"\ncomponent = \"a.wasm\"\nrollback = { window_ms = 0 }\n").unwrap_err();
+        assert!(err.message.contains("rollback.window_ms"), "{err}");
         assert_eq!(err.line, Some(4));
     }
 

@@ -37,6 +37,8 @@ fn echo_plugin(engine: &HostEngine) -> Plugin {
         limits: Limits::default(),
         route: None,
         args: Vec::new(),
+        health: None,
+        rollback: Default::default(),
     };
     let kv = KvStore::in_memory().unwrap().namespace("bench", 1 << 20);
     let ctx = PluginContext::new(

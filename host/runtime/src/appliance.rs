@@ -19,6 +19,7 @@ use crate::error::RuntimeError;
 use crate::http::HttpRoute;
 use crate::job::{JobOptions, JobStdio, run_job};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
+use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
 use crate::state::PluginContext;
 
 /// Largest bus message.
@@ -73,15 +74,19 @@ pub struct PluginStatus {
     pub route: Option<String>,
     /// Subscriptions, for pipelines.
     pub subscribe: Vec<String>,
-    /// Counters.
+    /// Counters of the version serving now.
     pub stats: StatsSnapshot,
+    /// Hot swaps since start.
+    pub swaps: u64,
+    /// Rollbacks since start, manual and automatic.
+    pub rollbacks: u64,
 }
 
 /// A finished job's exit code and failure, once it has ended.
 type JobResult = Arc<Mutex<Option<(i32, Option<String>)>>>;
 
 enum Slot {
-    Running(Arc<Plugin>),
+    Running(Arc<PluginSlot>),
     Failed(String),
     Job {
         plugin: Option<Arc<Plugin>>,
@@ -151,12 +156,12 @@ impl Appliance {
                     match HttpRoute::new(&prefix, plugin.clone()) {
                         Ok(route) => {
                             routes.push(route);
-                            Slot::Running(plugin)
+                            Slot::Running(Arc::new(Self::slot_for(spec, plugin)))
                         }
                         Err(e) => Slot::Failed(e.to_string()),
                     }
                 }
-                (_, Ok(plugin)) => Slot::Running(plugin),
+                (_, Ok(plugin)) => Slot::Running(Arc::new(Self::slot_for(spec, plugin))),
             };
             slots.insert(spec.name.clone(), slot);
         }
@@ -208,6 +213,21 @@ impl Appliance {
         Ok(appliance)
     }
 
+    fn slot_for(spec: &PluginSpec, plugin: Arc<Plugin>) -> PluginSlot {
+        let policy = RollbackPolicy {
+            max_failures: spec.rollback.max_failures,
+            window: std::time::Duration::from_millis(spec.rollback.window_ms),
+        };
+        let probe = match &spec.health {
+            Some(h) => HealthProbe::Call {
+                topic: h.topic.clone(),
+                payload: h.payload.clone(),
+            },
+            None => HealthProbe::None,
+        };
+        PluginSlot::new(plugin, policy, probe)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn load_one(
         manifest: &Manifest,
@@ -247,7 +267,7 @@ impl Appliance {
                 continue;
             };
             let spec = &self.manifest.plugins[name];
-            if plugin.kind() != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
+            if spec.kind != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
                 continue;
             }
             let sub = self
@@ -259,8 +279,9 @@ impl Appliance {
             self.spawn_consumer(sub, move |msg| {
                 let (plugin, bus, grants) = (plugin.clone(), bus.clone(), grants.clone());
                 async move {
+                    let name = plugin.active().name().to_string();
                     // A pipeline never receives its own output: no accidental feedback loops.
-                    if msg.source == plugin.name() {
+                    if msg.source == name {
                         return;
                     }
                     let Ok(outputs) = plugin.handle(&msg.topic, &msg.payload).await else {
@@ -268,11 +289,11 @@ impl Appliance {
                     };
                     for out in outputs {
                         if !grants.may_publish(&out.topic) {
-                            tracing::warn!(plugin = plugin.name(), topic = %out.topic, "output to a topic outside the publish grant refused");
+                            tracing::warn!(plugin = %name, topic = %out.topic, "output to a topic outside the publish grant refused");
                             continue;
                         }
-                        if let Err(e) = bus.publish(plugin.name(), &out.topic, out.payload) {
-                            tracing::warn!(plugin = plugin.name(), error = %e, "output refused by the bus");
+                        if let Err(e) = bus.publish(&name, &out.topic, out.payload) {
+                            tracing::warn!(plugin = %name, error = %e, "output refused by the bus");
                         }
                     }
                 }
@@ -369,7 +390,7 @@ impl Appliance {
     /// The running plugin called `name`.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
         match self.slots.get(name)? {
-            Slot::Running(p) => Some(p.clone()),
+            Slot::Running(p) => Some(p.active()),
             Slot::Job { plugin, .. } => plugin.clone(),
             Slot::Failed(_) => None,
         }
@@ -431,12 +452,31 @@ impl Appliance {
                         .map(|t| t.to_string())
                         .collect(),
                     stats: StatsSnapshot::default(),
+                    swaps: 0,
+                    rollbacks: 0,
                 };
                 match slot {
-                    Slot::Running(p) => {
-                        status.state = "running".into();
+                    Slot::Running(slot) => {
+                        let p = slot.active();
+                        let rolled_back = matches!(
+                            slot.events().last(),
+                            Some(SlotEvent::RolledBack {
+                                automatic: true,
+                                ..
+                            })
+                        );
+                        status.state = if rolled_back {
+                            "rolled-back"
+                        } else {
+                            "running"
+                        }
+                        .into();
+                        status.version = p.version().map(str::to_string);
                         status.digest = Some(p.inspection().digest.clone());
                         status.stats = p.stats();
+                        let counters = slot.counters();
+                        status.swaps = counters.swaps;
+                        status.rollbacks = counters.rollbacks;
                     }
                     Slot::Failed(e) => {
                         status.state = "failed".into();
@@ -458,6 +498,62 @@ impl Appliance {
                 status
             })
             .collect()
+    }
+
+    /// The slot of a running plugin.
+    pub fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        match self.slots.get(name)? {
+            Slot::Running(slot) => Some(slot.clone()),
+            _ => None,
+        }
+    }
+
+    /// Hot-swaps pipeline `name` to the component at `component` with `config` (a new version,
+    /// a new configuration, or both), health-checked before it serves. Grants and limits stay
+    /// those of the running manifest.
+    pub async fn swap(
+        &self,
+        name: &str,
+        component: &std::path::Path,
+        version: Option<String>,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| RuntimeError::plugin(name, "is not running"))?;
+        let mut spec = self.manifest.plugins[name].clone();
+        if spec.kind != PluginKind::Pipeline {
+            return Err(RuntimeError::plugin(
+                name,
+                format!("hot swap of {} plugins is not supported yet", spec.kind),
+            ));
+        }
+        spec.component = component.to_path_buf();
+        spec.version = version;
+        spec.config = config;
+        let linker = plugin_linker(&self.engine)?;
+        let plugin = Self::load_one(
+            &self.manifest,
+            &spec,
+            &self.search_dirs,
+            &self.engine,
+            &self.cache,
+            &linker,
+            &self.bus,
+            &self.kv,
+        )?;
+        slot.swap(plugin)
+            .await
+            .map_err(|e| RuntimeError::plugin(name, e))
+    }
+
+    /// Rolls plugin `name` back to its previous version.
+    pub fn rollback(&self, name: &str) -> Result<(), RuntimeError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| RuntimeError::plugin(name, "is not running"))?;
+        slot.rollback("operator request")
+            .map_err(|e| RuntimeError::plugin(name, e))
     }
 
     /// Stops serving: pipelines finish their current message, the listener closes.

@@ -237,3 +237,81 @@ route = "/"
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipeline_is_swapped_health_checked_and_rolled_back_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[plugins.svc]
+kind = "pipeline"
+component = "versioned.wasm"
+version = "1"
+config = { version = "v1" }
+grants.bus = { subscribe = ["in"], publish = ["reply"] }
+grants.kv = { quota_kb = 16 }
+health = { topic = "health" }
+"#;
+    let app = start(dir.path(), text).await;
+    let mut replies = app
+        .bus()
+        .subscribe("test", vec![TopicPattern::parse("reply").unwrap()], 16);
+    let mut ask = async |payload: &str| {
+        app.bus()
+            .publish("test", "in", payload.as_bytes().to_vec())
+            .unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), replies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(msg.payload).unwrap()
+    };
+    assert_eq!(ask("a").await, "v1:a");
+
+    let component = artifacts_dir().join("versioned.wasm");
+    let config = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    app.swap(
+        "svc",
+        &component,
+        Some("2".into()),
+        config(&[("version", "v2")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ask("b").await, "v2:b");
+
+    let err = app
+        .swap(
+            "svc",
+            &component,
+            Some("3".into()),
+            config(&[("version", "v3"), ("healthy", "false")]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failed its health check"), "{err}");
+    assert_eq!(ask("c").await, "v2:c");
+
+    let status = app.status().into_iter().find(|p| p.name == "svc").unwrap();
+    assert_eq!(
+        (status.version.as_deref(), status.swaps, status.rollbacks),
+        (Some("2"), 1, 0)
+    );
+
+    app.rollback("svc").unwrap();
+    assert_eq!(ask("d").await, "v1:d");
+    let status = app.status().into_iter().find(|p| p.name == "svc").unwrap();
+    assert_eq!(
+        (
+            status.version.as_deref(),
+            status.state.as_str(),
+            status.rollbacks
+        ),
+        (Some("1"), "running", 1)
+    );
+    app.shutdown().await;
+}

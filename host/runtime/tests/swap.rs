@@ -54,6 +54,8 @@ impl Fixture {
             limits: Limits::default(),
             route: None,
             args: Vec::new(),
+            health: None,
+            rollback: Default::default(),
         };
         let ctx = PluginContext::new(
             "versioned",
