@@ -25,9 +25,14 @@ cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --workspa
   --target-dir target/guest --locked -- -D warnings
 
 say "tests"
-cargo test --workspace --locked
+mkdir -p target
+cargo test --workspace --locked 2>&1 | tee target/test.log
 
 say "benchmarks (quick mode: they must run, figures are not asserted)"
 cargo bench -p outpost-runtime --bench runtime --locked -- --quick --noplot > target/bench-quick.log 2>&1 || {
   tail -50 target/bench-quick.log; exit 1; }
 sed -n '/^ratios/,$p' target/bench-quick.log
+
+# One closing line with the totals of every test binary and doc-test run above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
