@@ -202,7 +202,74 @@ fn call_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, instantiate, compile_cache, call_overhead);
+/// Hot swap as an operator sees it: a new version whose compiled artifact is already in the
+/// cache is loaded (HMAC check, deserialize, import check, pre-instantiate), health-probed with
+/// one call, and swapped in.
+fn swap(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = HostEngine::new(EngineSettings {
+        instance_slots: 16,
+        ..EngineSettings::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path(), engine.engine()).unwrap();
+    let linker = plugin_linker(&engine).unwrap();
+    let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
+    let kv = KvStore::in_memory().unwrap();
+    let grants = Grants {
+        kv: Some(KvGrant {
+            namespace: "bench".into(),
+            quota_bytes: 1 << 20,
+        }),
+        ..Grants::default()
+    };
+    let load = || {
+        let spec = PluginSpec {
+            name: "echo".into(),
+            kind: PluginKind::Pipeline,
+            component: outpost_artifacts::ECHO_PIPELINE.into(),
+            version: None,
+            config: Default::default(),
+            grants: grants.clone(),
+            limits: Limits::default(),
+            route: None,
+            args: Vec::new(),
+            health: None,
+            rollback: Default::default(),
+        };
+        let ctx = PluginContext::new(
+            "echo",
+            PluginKind::Pipeline,
+            Default::default(),
+            grants.clone(),
+            Limits::default(),
+            None,
+            Some(kv.namespace("bench", 1 << 20)),
+        );
+        Arc::new(Plugin::load(&engine, &cache, &linker, &spec, ctx, &bytes).unwrap())
+    };
+    let slot = outpost_runtime::PluginSlot::new(
+        load(),
+        outpost_runtime::RollbackPolicy::default(),
+        outpost_runtime::HealthProbe::Call {
+            topic: "health".into(),
+            payload: Vec::new(),
+        },
+    );
+    let mut group = c.benchmark_group("swap");
+    group.sample_size(20);
+    group.bench_function("echo-pipeline/cached-load+probe+swap", |b| {
+        b.to_async(&rt)
+            .iter(|| async { slot.swap(load()).await.unwrap() })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, instantiate, compile_cache, call_overhead, swap);
 
 /// Reads criterion's median estimate for a benchmark id, in nanoseconds.
 fn median_ns(id: &str) -> Option<f64> {
