@@ -20,6 +20,26 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Instance, Module, Store};
 
 fn echo_plugin(engine: &HostEngine) -> Plugin {
+    let cache = CompileCache::disabled(engine.engine());
+    let linker = plugin_linker(engine).unwrap();
+    let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
+    load_echo(
+        engine,
+        &cache,
+        &linker,
+        &bytes,
+        &KvStore::in_memory().unwrap(),
+    )
+}
+
+/// Loads echo-pipeline (with a kv grant in `kv`) through `cache`.
+fn load_echo(
+    engine: &HostEngine,
+    cache: &CompileCache,
+    linker: &Linker<outpost_runtime::state::StoreState>,
+    bytes: &[u8],
+    kv: &KvStore,
+) -> Plugin {
     let grants = Grants {
         kv: Some(KvGrant {
             namespace: "bench".into(),
@@ -40,7 +60,6 @@ fn echo_plugin(engine: &HostEngine) -> Plugin {
         health: None,
         rollback: Default::default(),
     };
-    let kv = KvStore::in_memory().unwrap().namespace("bench", 1 << 20);
     let ctx = PluginContext::new(
         "echo",
         PluginKind::Pipeline,
@@ -48,19 +67,9 @@ fn echo_plugin(engine: &HostEngine) -> Plugin {
         grants,
         Limits::default(),
         None,
-        Some(kv),
+        Some(kv.namespace("bench", 1 << 20)),
     );
-    let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
-    let cache = CompileCache::disabled(engine.engine());
-    Plugin::load(
-        engine,
-        &cache,
-        &plugin_linker(engine).unwrap(),
-        &spec,
-        ctx,
-        &bytes,
-    )
-    .unwrap()
+    Plugin::load(engine, cache, linker, &spec, ctx, bytes).unwrap()
 }
 
 fn instantiate(c: &mut Criterion) {
@@ -220,38 +229,7 @@ fn swap(c: &mut Criterion) {
     let linker = plugin_linker(&engine).unwrap();
     let bytes = std::fs::read(outpost_artifacts::ECHO_PIPELINE).unwrap();
     let kv = KvStore::in_memory().unwrap();
-    let grants = Grants {
-        kv: Some(KvGrant {
-            namespace: "bench".into(),
-            quota_bytes: 1 << 20,
-        }),
-        ..Grants::default()
-    };
-    let load = || {
-        let spec = PluginSpec {
-            name: "echo".into(),
-            kind: PluginKind::Pipeline,
-            component: outpost_artifacts::ECHO_PIPELINE.into(),
-            version: None,
-            config: Default::default(),
-            grants: grants.clone(),
-            limits: Limits::default(),
-            route: None,
-            args: Vec::new(),
-            health: None,
-            rollback: Default::default(),
-        };
-        let ctx = PluginContext::new(
-            "echo",
-            PluginKind::Pipeline,
-            Default::default(),
-            grants.clone(),
-            Limits::default(),
-            None,
-            Some(kv.namespace("bench", 1 << 20)),
-        );
-        Arc::new(Plugin::load(&engine, &cache, &linker, &spec, ctx, &bytes).unwrap())
-    };
+    let load = || Arc::new(load_echo(&engine, &cache, &linker, &bytes, &kv));
     let slot = outpost_runtime::PluginSlot::new(
         load(),
         outpost_runtime::RollbackPolicy::default(),
