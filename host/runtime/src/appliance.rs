@@ -104,6 +104,8 @@ pub struct Appliance {
     slots: BTreeMap<String, Slot>,
     routes: Vec<HttpRoute>,
     search_dirs: Vec<PathBuf>,
+    /// Built once at start; swaps reuse it.
+    linker: wasmtime::component::Linker<crate::state::StoreState>,
     http_addr: Mutex<Option<SocketAddr>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -178,6 +180,7 @@ impl Appliance {
             slots,
             routes,
             search_dirs: search,
+            linker,
             http_addr: Mutex::new(None),
             shutdown,
             tasks: Mutex::default(),
@@ -531,14 +534,13 @@ impl Appliance {
         spec.component = component.to_path_buf();
         spec.version = version;
         spec.config = config;
-        let linker = plugin_linker(&self.engine)?;
         let plugin = Self::load_one(
             &self.manifest,
             &spec,
             &self.search_dirs,
             &self.engine,
             &self.cache,
-            &linker,
+            &self.linker,
             &self.bus,
             &self.kv,
         )?;
