@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project from a clean machine: installs what is missing (the
 # wasm32-wasip2 target), checks formatting and lints on the host and guest workspaces, then runs
-# unit, integration, conformance and doc tests, and the benchmarks in quick mode so they never rot.
+# unit, integration, conformance and doc tests (MQTT ones against a real mosquitto), and the benchmarks in quick mode so they never rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,13 @@ say() { printf '\n==> %s\n' "$*"; }
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   say "installing the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
+fi
+# Real services the tests run against (started by the tests themselves, on loopback).
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  say "installing mosquitto (MQTT broker for the sink tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

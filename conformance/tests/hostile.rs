@@ -40,6 +40,7 @@ fn spec(name: &str, component: &str, grants: Grants, limits: Limits) -> PluginSp
         args: Vec::new(),
         health: None,
         rollback: Default::default(),
+        restart: Default::default(),
     }
 }
 

@@ -1,4 +1,7 @@
-//! `outpost`: run the appliance, run jobs, inspect plugins.
+//! `outpost`: run the appliance, operate it through its management API, run jobs, inspect
+//! plugins.
+
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ struct Cli {
     /// Log output format (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    api: remote::ApiArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,12 +46,28 @@ enum LogFormat {
 enum Command {
     /// Run the appliance from a manifest (the demo manifest when none is given).
     Up(UpArgs),
-    /// Show the status of a running appliance.
+    /// Show every plugin of a running host: desired and actual version, state, counters.
     Status {
-        /// Address of the appliance's HTTP endpoint.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
+    /// Hand a new manifest to a running host; it reconciles to it with the fewest changes.
+    Apply {
+        /// The manifest.
+        file: PathBuf,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Roll a plugin of a running host back to its previous version.
+    Rollback {
+        /// The plugin.
+        plugin: String,
+    },
+    /// Manage the management API's tokens (in the host's data directory).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run jobs.
     #[command(subcommand)]
     Job(JobCommand),
@@ -66,9 +87,41 @@ struct UpArgs {
     /// Override the manifest's http_listen address.
     #[arg(long)]
     http_listen: Option<SocketAddr>,
+    /// Override the manifest's host.api.listen address.
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
     /// Keep kv in memory and compiled code uncached.
     #[arg(long)]
     ephemeral: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is stored.
+    Add {
+        /// Name of the token (who or what uses it).
+        name: String,
+        /// viewer (read), operator (read and write) or ingest (POST /v1/ingest only).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// The host's data directory.
+        #[arg(long, default_value = "outpost-data")]
+        data_dir: PathBuf,
+    },
+    /// List tokens (names and roles, never the tokens).
+    List {
+        /// The host's data directory.
+        #[arg(long, default_value = "outpost-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete a token; it stops working at once.
+    Remove {
+        /// Name of the token.
+        name: String,
+        /// The host's data directory.
+        #[arg(long, default_value = "outpost-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,7 +182,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.api)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("outpost: error: {e:#}");
@@ -151,10 +204,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(command: Command) -> Result<ExitCode> {
+async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
     match command {
         Command::Up(args) => up(args).await,
-        Command::Status { addr } => status(addr),
+        Command::Status { json } => remote::status(&api, json).await,
+        Command::Apply { file, dry_run } => remote::apply(&api, &file, dry_run).await,
+        Command::Rollback { plugin } => remote::rollback(&api, &plugin).await,
+        Command::Token(cmd) => token(cmd),
         Command::Job(JobCommand::Run(args)) => job_run(args).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
     }
@@ -187,11 +243,22 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         }
     };
     seed_bundled_plugins(&args.data_dir)?;
+    let text = match &args.manifest {
+        Some(path) => std::fs::read_to_string(path).ok(),
+        None if Path::new("examples/appliance.toml").is_file() => {
+            std::fs::read_to_string("examples/appliance.toml").ok()
+        }
+        None => Some(DEMO_MANIFEST.to_string()),
+    };
+    let api_listen = args.api_listen.unwrap_or(manifest.host.api.listen);
+    let api_tls = manifest.host.api.tls;
     let mut opts = ApplianceOptions::new(&args.data_dir);
     opts.http_listen = args.http_listen;
     opts.ephemeral = args.ephemeral;
+    opts.manifest_text = text;
     let appliance = Appliance::start(manifest, opts).await?;
-    print_started(&appliance);
+    let api = outpost_runtime::api::start(appliance.clone(), api_listen, api_tls).await?;
+    print_started(&appliance, &api, &args.data_dir);
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;
@@ -200,17 +267,34 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_started(appliance: &Arc<Appliance>) {
+fn print_started(appliance: &Arc<Appliance>, api: &outpost_runtime::api::ApiInfo, data_dir: &Path) {
     let addr = appliance
         .http_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let scheme = if api.tls { "https" } else { "http" };
     println!(
         "outpost {} — host `{}` is up",
         env!("CARGO_PKG_VERSION"),
         appliance.manifest().host.name
     );
-    println!("  http:      http://{addr}  (status: /v1/status, ingest: POST /v1/bus/<topic>)");
+    println!("  http:      http://{addr}  (http plugins)");
+    println!(
+        "  api:       {scheme}://{}  (status, apply, rollback, ingest, metrics)",
+        api.addr
+    );
+    if let Some(ca) = &api.ca_path {
+        println!("  api ca:    {}", ca.display());
+    }
+    let token = data_dir.join(outpost_security::ADMIN_TOKEN_FILE);
+    if api.new_admin_token.is_some() {
+        println!(
+            "  token:     {} (operator token created on first start)",
+            token.display()
+        );
+    } else if token.is_file() {
+        println!("  token:     {}", token.display());
+    }
     for p in appliance.status() {
         let detail = match (p.route.as_deref(), p.subscribe.is_empty()) {
             (Some(route), _) => format!("route http://{addr}{route}"),
@@ -218,7 +302,6 @@ fn print_started(appliance: &Arc<Appliance>) {
             _ => String::new(),
         };
         let error = p
-            .stats
             .last_error
             .as_deref()
             .filter(|_| p.state == "failed")
@@ -230,46 +313,61 @@ fn print_started(appliance: &Arc<Appliance>) {
         );
     }
     if appliance.plugin("echo").is_some() && appliance.plugin("hello").is_some() {
+        let ca = api
+            .ca_path
+            .as_ref()
+            .map(|p| format!("--cacert {} ", p.display()))
+            .unwrap_or_default();
         println!(
-            "  try:       curl -X POST http://{addr}/v1/bus/demo/in -d 'hello edge'   (watch the log)"
+            "  try:       curl {ca}-H \"Authorization: Bearer $(cat {})\" {scheme}://{}/v1/ingest/demo/in -d 'hello edge'   (watch the log)",
+            token.display(),
+            api.addr
         );
         println!("             curl http://{addr}/hello");
+        println!(
+            "             outpost status --host-data-dir {}{}",
+            data_dir.display(),
+            if api.addr.port() == 7443 {
+                String::new()
+            } else {
+                format!(" --api {scheme}://{}", api.addr)
+            }
+        );
     }
     println!("  stop with ctrl-c");
 }
 
-fn status(addr: SocketAddr) -> Result<ExitCode> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
-        .with_context(|| format!("no appliance answering on {addr}"))?;
-    write!(stream, "GET /v1/status HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        bail!("malformed response from {addr}");
-    };
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "{addr} answered: {}",
-            head.lines().next().unwrap_or_default()
-        );
-    }
-    let plugins: Vec<serde_json::Value> =
-        serde_json::from_str(body).context("status is not JSON")?;
-    println!(
-        "{:<14} {:<17} {:<10} {:>8} {:>7}  last error",
-        "PLUGIN", "KIND", "STATE", "CALLS", "ERRORS"
-    );
-    for p in plugins {
-        println!(
-            "{:<14} {:<17} {:<10} {:>8} {:>7}  {}",
-            p["name"].as_str().unwrap_or_default(),
-            p["kind"].as_str().unwrap_or_default(),
-            p["state"].as_str().unwrap_or_default(),
-            p["stats"]["calls"].as_u64().unwrap_or_default(),
-            p["stats"]["errors"].as_u64().unwrap_or_default(),
-            p["stats"]["last_error"].as_str().unwrap_or("-"),
-        );
+fn token(cmd: TokenCommand) -> Result<ExitCode> {
+    use outpost_security::{Role, TOKENS_FILE, TokenStore};
+    match cmd {
+        TokenCommand::Add {
+            name,
+            role,
+            data_dir,
+        } => {
+            let role: Role = role.parse()?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let mut store = TokenStore::open(&data_dir.join(TOKENS_FILE))?;
+            let token = store.add(&name, role)?;
+            eprintln!("token `{name}` ({role}) created; it is shown once:");
+            println!("{token}");
+        }
+        TokenCommand::List { data_dir } => {
+            let store = TokenStore::open(&data_dir.join(TOKENS_FILE))?;
+            println!("{:<24} {:<9} {:<10} CREATED", "NAME", "ROLE", "HASH");
+            for t in store.list() {
+                println!(
+                    "{:<24} {:<9} {:<10} {}",
+                    t.name, t.role, t.sha256_prefix, t.created_unix
+                );
+            }
+        }
+        TokenCommand::Remove { name, data_dir } => {
+            let mut store = TokenStore::open(&data_dir.join(TOKENS_FILE))?;
+            store.remove(&name)?;
+            println!("token `{name}` removed");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -109,7 +109,14 @@ fn up_with_a_malformed_manifest_names_the_line_and_fails() {
 fn up_with_no_flags_runs_the_demo_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = outpost()
-        .args(["up", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .current_dir(dir.path()) // no examples/ here: the built-in demo manifest is used
         .stdout(Stdio::piped())
@@ -147,15 +154,73 @@ fn up_with_no_flags_runs_the_demo_and_serves_it() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.contains("hello from outpost: GET /hello\n"), "{resp}");
+    // On the box, the CLI finds the admin token and the device CA in the data directory.
+    let api = banner
+        .split("api:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(api.starts_with("https://127.0.0.1:"), "{banner}");
     let status = outpost()
-        .args(["status", "--addr", &addr])
+        .args(["status", "--api", &api, "--host-data-dir"])
+        .arg(dir.path().join("data"))
         .output()
         .unwrap();
     let table = String::from_utf8(status.stdout).unwrap();
     assert!(
+        status.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
         table.contains("echo") && table.contains("hello") && table.contains("greeter"),
         "{table}"
     );
+    assert!(table.contains("running"), "{table}");
+
+    // apply: the same manifest changes nothing; a new version of echo is swapped in.
+    let manifest = dir.path().join("next.toml");
+    let demo = include_str!("../../../examples/appliance.toml");
+    std::fs::write(&manifest, demo).unwrap();
+    let plugins = dir.path().join("data").join("plugins");
+    let run = |args: &[&str]| {
+        let out = outpost()
+            .args(args)
+            .args(["--api", &api, "--host-data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // The built-in demo resolves components from the data directory; so does this copy.
+    let with_dirs = demo.replace(
+        "[host]\n",
+        &format!(
+            "[host]\nplugin_dirs = [{:?}]\n",
+            plugins.display().to_string()
+        ),
+    );
+    std::fs::write(&manifest, &with_dirs).unwrap();
+    let (code, out) = run(&["apply", manifest.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let next = with_dirs.replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1);
+    std::fs::write(&manifest, &next).unwrap();
+    let (code, out) = run(&["apply", manifest.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("update") && out.contains("echo") && out.contains("ok"),
+        "{out}"
+    );
+    let (code, out) = run(&["rollback", "echo"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("now serving version 0.1.0"), "{out}");
+    let (code, out) = run(&["apply", "/no/such.toml"]);
+    assert_eq!(code, Some(1), "{out}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

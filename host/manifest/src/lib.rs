@@ -35,6 +35,12 @@ pub struct Manifest {
     pub host: HostSettings,
     /// Plugins by name, sorted.
     pub plugins: BTreeMap<String, PluginSpec>,
+    /// Timers by name: sources that publish on the bus at a fixed interval.
+    pub timers: BTreeMap<String, TimerSpec>,
+    /// Sinks by name: where routed messages leave the box.
+    pub sinks: BTreeMap<String, SinkSpec>,
+    /// Routes, in manifest order: sources connected to plugins, topics and sinks.
+    pub routes: Vec<RouteSpec>,
     /// Directory that relative paths in the manifest are resolved against.
     pub base_dir: PathBuf,
 }
@@ -50,6 +56,185 @@ pub struct HostSettings {
     pub http_listen: SocketAddr,
     /// Bus topics whose messages the host writes to its log (for watching a pipeline work).
     pub log_topics: Vec<TopicPattern>,
+    /// The management API.
+    pub api: ApiSettings,
+}
+
+/// Where and how the management API listens (`[host.api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Listen address; `127.0.0.1:7443` by default.
+    pub listen: SocketAddr,
+    /// Serve TLS with the device certificate. Plain HTTP is only allowed on loopback.
+    pub tls: bool,
+}
+
+/// Default management API address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7443";
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: DEFAULT_API_LISTEN
+                .parse()
+                .expect("the default address is valid"),
+            tls: true,
+        }
+    }
+}
+
+/// A timer: publishes `payload` on `topic` every `every_ms` milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerSpec {
+    /// Name (the default topic is `timers/NAME`).
+    pub name: String,
+    /// Interval in milliseconds.
+    pub every_ms: u64,
+    /// Topic it publishes on.
+    pub topic: String,
+    /// Payload of each tick.
+    pub payload: Vec<u8>,
+}
+
+/// A sink: an external endpoint that routed messages are delivered to, through an on-disk
+/// store-and-forward buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSpec {
+    /// Name.
+    pub name: String,
+    /// Where messages go.
+    pub target: SinkTargetSpec,
+    /// The store-and-forward buffer in front of it.
+    pub buffer: BufferSpec,
+}
+
+/// The endpoint behind a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkTargetSpec {
+    /// An MQTT broker (`mqtt://HOST:PORT`).
+    Mqtt {
+        /// Broker host.
+        host: String,
+        /// Broker port.
+        port: u16,
+        /// MQTT client id (defaults to `HOSTNAME-SINK`).
+        client_id: Option<String>,
+        /// Prepended to each bus topic.
+        topic_prefix: String,
+        /// QoS 0 or 1.
+        qos: u8,
+    },
+    /// An HTTP endpoint that each message is `POST`ed to.
+    Webhook {
+        /// `http://` URL.
+        url: String,
+        /// Extra request headers.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// Bounds of a sink's store-and-forward buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSpec {
+    /// Most bytes buffered.
+    pub max_bytes: u64,
+    /// Most messages buffered.
+    pub max_messages: u64,
+    /// How long a message may wait before it expires, in seconds (IoT Edge's default, 7200).
+    pub ttl_secs: u64,
+}
+
+impl Default for BufferSpec {
+    fn default() -> Self {
+        BufferSpec {
+            max_bytes: 64 << 20,
+            max_messages: 100_000,
+            ttl_secs: 7200,
+        }
+    }
+}
+
+/// Where a route takes messages from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSource {
+    /// Any message on matching bus topics (`topics/PATTERN`).
+    Topics(TopicPattern),
+    /// Messages a plugin published (`plugins/NAME` or `plugins/NAME/PATTERN`).
+    Plugin {
+        /// Publishing plugin.
+        plugin: String,
+        /// Topics of its output.
+        topics: TopicPattern,
+    },
+    /// A timer's ticks (`timers/NAME`).
+    Timer(String),
+    /// Messages posted to `POST /v1/ingest/{topic}` (`ingest/PATTERN`).
+    Ingest(TopicPattern),
+}
+
+/// Where a route delivers messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A pipeline plugin's `handle` (`plugins/NAME`).
+    Plugin(String),
+    /// Republished on a bus topic (`topics/TOPIC`).
+    Topic(String),
+    /// A sink (`sinks/NAME`).
+    Sink(String),
+}
+
+/// One route: `from` → `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Source as written.
+    pub from_text: String,
+    /// Target as written.
+    pub to_text: String,
+    /// Parsed source.
+    pub from: RouteSource,
+    /// Parsed target.
+    pub to: RouteTarget,
+}
+
+/// The bus source name the host uses for a timer's ticks.
+pub fn timer_source(name: &str) -> String {
+    format!("timer:{name}")
+}
+
+/// The bus source name the host uses for messages from the ingest endpoint.
+pub const INGEST_SOURCE: &str = "http-ingest";
+
+/// When a job is started again after it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartSpec {
+    /// The policy.
+    pub policy: RestartPolicy,
+    /// First delay before a restart, in milliseconds; it doubles after each restart.
+    pub backoff_ms: u64,
+    /// Longest delay, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            policy: RestartPolicy::Never,
+            backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
+    }
+}
+
+/// Restart policies, as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Start again whenever it ends.
+    Always,
+    /// Start again when it exits non-zero or traps.
+    OnFailure,
+    /// Run once.
+    Never,
 }
 
 /// What world a plugin implements, and so how the host drives it.
@@ -112,6 +297,8 @@ pub struct PluginSpec {
     pub health: Option<HealthCheck>,
     /// When a newly swapped-in version is rolled back by itself.
     pub rollback: RollbackSpec,
+    /// When a job is started again (jobs only).
+    pub restart: RestartSpec,
 }
 
 /// A health probe: a call of the pipeline's `handle` that must succeed.

@@ -7,9 +7,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings, KvGrant, Limits,
-    MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, NetGrant, PluginKind, PluginSpec,
-    RollbackSpec, TopicPattern,
+    ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
+    KvGrant, Limits, MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, NetGrant,
+    PluginKind, PluginSpec, RestartPolicy, RestartSpec, RollbackSpec, RouteSource, RouteSpec,
+    RouteTarget, SinkSpec, SinkTargetSpec, TimerSpec, TopicPattern,
 };
 
 #[derive(Deserialize)]
@@ -19,6 +20,80 @@ struct RawManifest {
     host: RawHost,
     #[serde(default)]
     plugins: BTreeMap<Spanned<String>, RawPlugin>,
+    #[serde(default)]
+    timers: BTreeMap<Spanned<String>, Spanned<RawTimer>>,
+    #[serde(default)]
+    sinks: BTreeMap<Spanned<String>, Spanned<RawSink>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    tls: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimer {
+    every_ms: u64,
+    topic: Option<String>,
+    #[serde(default)]
+    payload: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum RawSinkKind {
+    Mqtt,
+    Webhook,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    kind: RawSinkKind,
+    url: String,
+    client_id: Option<String>,
+    #[serde(default)]
+    topic_prefix: String,
+    qos: Option<u8>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    buffer: Option<RawBuffer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuffer {
+    max_mb: Option<u64>,
+    max_messages: Option<u64>,
+    ttl_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: RawRestartPolicy,
+    backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum RawRestartPolicy {
+    Always,
+    OnFailure,
+    Never,
 }
 
 #[derive(Deserialize, Default)]
@@ -30,6 +105,7 @@ struct RawHost {
     http_listen: Option<Spanned<String>>,
     #[serde(default)]
     log_topics: Vec<Spanned<String>>,
+    api: Option<Spanned<RawApi>>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +135,7 @@ struct RawPlugin {
     args: Vec<String>,
     health: Option<Spanned<RawHealth>>,
     rollback: Option<Spanned<RawRollback>>,
+    restart: Option<Spanned<RawRestart>>,
 }
 
 #[derive(Deserialize)]
@@ -194,11 +271,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
             Err(why) => return c.err(t.span(), format!("host.log_topics: {why}")),
         }
     }
+    let api = check_api(&c, raw.host.api)?;
     let host = HostSettings {
         name: raw.host.name.unwrap_or_else(|| "outpost".to_string()),
         plugin_dirs: raw.host.plugin_dirs,
         http_listen,
         log_topics,
+        api,
     };
 
     let mut plugins = BTreeMap::new();
@@ -219,11 +298,303 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         plugins.insert(spec.name.clone(), spec);
     }
 
+    let mut timers = BTreeMap::new();
+    for (name, timer) in raw.timers {
+        check_name(&c, &name, "timers")?;
+        let span = timer.span();
+        let t = timer.into_inner();
+        let n = name.into_inner();
+        if !(10..=7 * 24 * 3600 * 1000).contains(&t.every_ms) {
+            return c.err(
+                span,
+                format!(
+                    "timers.{n}.every_ms: {} is outside 10..=604800000",
+                    t.every_ms
+                ),
+            );
+        }
+        let topic = t.topic.unwrap_or_else(|| format!("timers/{n}"));
+        match TopicPattern::parse(&topic) {
+            Ok(p) if !p.is_wildcard() => {}
+            _ => {
+                return c.err(
+                    span,
+                    format!("timers.{n}.topic: `{topic}` is not a concrete topic"),
+                );
+            }
+        }
+        timers.insert(
+            n.clone(),
+            TimerSpec {
+                name: n,
+                every_ms: t.every_ms,
+                topic,
+                payload: t.payload.into_bytes(),
+            },
+        );
+    }
+
+    let mut sinks = BTreeMap::new();
+    for (name, sink) in raw.sinks {
+        check_name(&c, &name, "sinks")?;
+        let span = sink.span();
+        let n = name.into_inner();
+        let spec = check_sink(&n, sink.into_inner()).or_else(|why| c.err(span, why))?;
+        sinks.insert(n, spec);
+    }
+
+    let mut checked_routes = Vec::new();
+    for (i, route) in raw.routes.into_iter().enumerate() {
+        let span = route.span();
+        let r = route.into_inner();
+        let from = parse_source(&r.from, &plugins, &timers)
+            .or_else(|why| c.err(span.clone(), format!("routes[{i}].from: {why}")))?;
+        let to = parse_target(&r.to, &plugins, &sinks)
+            .or_else(|why| c.err(span.clone(), format!("routes[{i}].to: {why}")))?;
+        if let (RouteSource::Plugin { plugin: a, .. }, RouteTarget::Plugin(b)) = (&from, &to)
+            && a == b
+        {
+            return c.err(
+                span,
+                format!("routes[{i}]: `{a}` would receive its own output"),
+            );
+        }
+        checked_routes.push(RouteSpec {
+            from_text: r.from,
+            to_text: r.to,
+            from,
+            to,
+        });
+    }
+
     Ok(Manifest {
         host,
         plugins,
+        timers,
+        sinks,
+        routes: checked_routes,
         base_dir: PathBuf::from("."),
     })
+}
+
+fn check_api(c: &Checker<'_>, raw: Option<Spanned<RawApi>>) -> Result<ApiSettings, ManifestError> {
+    let mut api = ApiSettings::default();
+    let Some(raw) = raw else {
+        return Ok(api);
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if let Some(listen) = raw.listen {
+        api.listen = listen.get_ref().parse().or_else(|_| {
+            c.err(
+                listen.span(),
+                format!(
+                    "host.api.listen: `{}` is not an `IP:PORT` address",
+                    listen.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(tls) = raw.tls {
+        api.tls = tls;
+    }
+    if !api.tls && !api.listen.ip().is_loopback() {
+        return c.err(
+            span,
+            format!(
+                "host.api.tls: plain HTTP is only allowed on a loopback address, not {}",
+                api.listen
+            ),
+        );
+    }
+    Ok(api)
+}
+
+fn check_name(c: &Checker<'_>, name: &Spanned<String>, table: &str) -> Result<(), ManifestError> {
+    let n = name.get_ref();
+    let valid = !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-');
+    if valid {
+        Ok(())
+    } else {
+        c.err(
+            name.span(),
+            format!("{table}.{n}: a name is 1-63 lowercase letters, digits and `-`"),
+        )
+    }
+}
+
+fn check_sink(n: &str, raw: RawSink) -> Result<SinkSpec, String> {
+    let mut buffer = BufferSpec::default();
+    if let Some(b) = raw.buffer {
+        if let Some(mb) = b.max_mb {
+            if mb == 0 || mb > 1 << 20 {
+                return Err(format!(
+                    "sinks.{n}.buffer.max_mb: {mb} is outside 1..=1048576"
+                ));
+            }
+            buffer.max_bytes = mb << 20;
+        }
+        if let Some(m) = b.max_messages {
+            if m == 0 {
+                return Err(format!("sinks.{n}.buffer.max_messages: must be at least 1"));
+            }
+            buffer.max_messages = m;
+        }
+        if let Some(ttl) = b.ttl_s {
+            if ttl == 0 || ttl > 30 * 24 * 3600 {
+                return Err(format!(
+                    "sinks.{n}.buffer.ttl_s: {ttl} is outside 1..=2592000"
+                ));
+            }
+            buffer.ttl_secs = ttl;
+        }
+    }
+    let target = match raw.kind {
+        RawSinkKind::Mqtt => {
+            let rest = raw
+                .url
+                .strip_prefix("mqtt://")
+                .ok_or_else(|| format!("sinks.{n}.url: `{}` must start with `mqtt://`", raw.url))?;
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| format!("sinks.{n}.url: `{p}` is not a port"))?,
+                ),
+                None => (rest, 1883),
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() || host.contains('/') {
+                return Err(format!("sinks.{n}.url: `{}` has no broker host", raw.url));
+            }
+            let qos = raw.qos.unwrap_or(1);
+            if qos > 1 {
+                return Err(format!("sinks.{n}.qos: {qos} is not 0 or 1"));
+            }
+            if !raw.headers.is_empty() {
+                return Err(format!(
+                    "sinks.{n}.headers: only webhook sinks have headers"
+                ));
+            }
+            if raw.topic_prefix.contains(['+', '#']) {
+                return Err(format!("sinks.{n}.topic_prefix: wildcards are not allowed"));
+            }
+            SinkTargetSpec::Mqtt {
+                host: host.to_string(),
+                port,
+                client_id: raw.client_id,
+                topic_prefix: raw.topic_prefix,
+                qos,
+            }
+        }
+        RawSinkKind::Webhook => {
+            let ok = raw
+                .url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !ok {
+                return Err(format!(
+                    "sinks.{n}.url: `{}` must be an `http://HOST[:PORT]/PATH` URL",
+                    raw.url
+                ));
+            }
+            if raw.qos.is_some() || raw.client_id.is_some() || !raw.topic_prefix.is_empty() {
+                return Err(format!(
+                    "sinks.{n}: qos, client_id and topic_prefix are for mqtt sinks"
+                ));
+            }
+            for (k, v) in &raw.headers {
+                let valid = !k.is_empty()
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !v.contains(['\r', '\n']);
+                if !valid {
+                    return Err(format!("sinks.{n}.headers: `{k}` is not a valid header"));
+                }
+            }
+            SinkTargetSpec::Webhook {
+                url: raw.url,
+                headers: raw.headers,
+            }
+        }
+    };
+    Ok(SinkSpec {
+        name: n.to_string(),
+        target,
+        buffer,
+    })
+}
+
+fn parse_source(
+    text: &str,
+    plugins: &BTreeMap<String, PluginSpec>,
+    timers: &BTreeMap<String, TimerSpec>,
+) -> Result<RouteSource, String> {
+    let pattern = |p: &str| TopicPattern::parse(p).map_err(|why| format!("`{text}`: {why}"));
+    if let Some(p) = text.strip_prefix("topics/") {
+        return Ok(RouteSource::Topics(pattern(p)?));
+    }
+    if let Some(p) = text.strip_prefix("ingest/") {
+        return Ok(RouteSource::Ingest(pattern(p)?));
+    }
+    if let Some(t) = text.strip_prefix("timers/") {
+        return if timers.contains_key(t) {
+            Ok(RouteSource::Timer(t.to_string()))
+        } else {
+            Err(format!("`{text}`: no timer `{t}` in [timers]"))
+        };
+    }
+    if let Some(rest) = text.strip_prefix("plugins/") {
+        let (name, topics) = rest.split_once('/').unwrap_or((rest, "#"));
+        if !plugins.contains_key(name) {
+            return Err(format!("`{text}`: no plugin `{name}` in [plugins]"));
+        }
+        return Ok(RouteSource::Plugin {
+            plugin: name.to_string(),
+            topics: pattern(topics)?,
+        });
+    }
+    Err(format!(
+        "`{text}` must start with `topics/`, `plugins/`, `timers/` or `ingest/`"
+    ))
+}
+
+fn parse_target(
+    text: &str,
+    plugins: &BTreeMap<String, PluginSpec>,
+    sinks: &BTreeMap<String, SinkSpec>,
+) -> Result<RouteTarget, String> {
+    if let Some(t) = text.strip_prefix("topics/") {
+        return match TopicPattern::parse(t) {
+            Ok(p) if !p.is_wildcard() => Ok(RouteTarget::Topic(t.to_string())),
+            _ => Err(format!("`{text}`: the target must be a concrete topic")),
+        };
+    }
+    if let Some(s) = text.strip_prefix("sinks/") {
+        return if sinks.contains_key(s) {
+            Ok(RouteTarget::Sink(s.to_string()))
+        } else {
+            Err(format!("`{text}`: no sink `{s}` in [sinks]"))
+        };
+    }
+    if let Some(p) = text.strip_prefix("plugins/") {
+        return match plugins.get(p) {
+            Some(spec) if spec.kind == PluginKind::Pipeline => {
+                Ok(RouteTarget::Plugin(p.to_string()))
+            }
+            Some(spec) => Err(format!(
+                "`{text}`: only pipelines receive routed messages, `{p}` is {}",
+                spec.kind
+            )),
+            None => Err(format!("`{text}`: no plugin `{p}` in [plugins]")),
+        };
+    }
+    Err(format!(
+        "`{text}` must start with `plugins/`, `topics/` or `sinks/`"
+    ))
 }
 
 fn check_plugin(
@@ -340,6 +711,44 @@ fn check_plugin(
         }
     }
 
+    let mut restart = RestartSpec::default();
+    if let Some(r) = raw.restart {
+        let span = r.span();
+        let r = r.into_inner();
+        if kind != PluginKind::Job {
+            return c.err(
+                span,
+                format!("plugins.{n}.restart: only jobs are restarted, this one is {kind}"),
+            );
+        }
+        restart.policy = match r.policy {
+            RawRestartPolicy::Always => RestartPolicy::Always,
+            RawRestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            RawRestartPolicy::Never => RestartPolicy::Never,
+        };
+        if let Some(ms) = r.backoff_ms {
+            if !(10..=3_600_000).contains(&ms) {
+                return c.err(
+                    span,
+                    format!("plugins.{n}.restart.backoff_ms: {ms} is outside 10..=3600000"),
+                );
+            }
+            restart.backoff_ms = ms;
+        }
+        if let Some(ms) = r.max_backoff_ms {
+            if ms < restart.backoff_ms || ms > 24 * 3_600_000 {
+                return c.err(
+                    span,
+                    format!(
+                        "plugins.{n}.restart.max_backoff_ms: {ms} is outside {}..=86400000",
+                        restart.backoff_ms
+                    ),
+                );
+            }
+            restart.max_backoff_ms = ms;
+        }
+    }
+
     Ok(PluginSpec {
         name: n.clone(),
         kind,
@@ -352,6 +761,7 @@ fn check_plugin(
         args: raw.args,
         health,
         rollback,
+        restart,
     })
 }
 
@@ -701,5 +1111,135 @@ mode = "rw"
         assert_eq!(cam.limits.memory_bytes, 32 << 20);
         assert_eq!(cam.limits.deadline_ms, 250);
         assert_eq!(cam.limits.output_bytes, 2 << 20);
+    }
+}
+
+#[cfg(test)]
+mod operations_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        crate::Manifest::parse(text, "ops.toml")
+    }
+
+    const PLUGINS: &str = "[plugins.det]\nkind = \"pipeline\"\ncomponent = \"d.wasm\"\n[plugins.job]\nkind = \"job\"\ncomponent = \"j.wasm\"\n";
+
+    #[test]
+    fn timers_sinks_and_routes_are_parsed_into_their_specs() {
+        let m = parse(&format!(
+            "{PLUGINS}
+[timers.tick]
+every_ms = 500
+payload = \"now\"
+
+[sinks.cloud]
+kind = \"mqtt\"
+url = \"mqtt://127.0.0.1:1884\"
+topic_prefix = \"site/\"
+buffer = {{ max_mb = 8, ttl_s = 60 }}
+
+[sinks.hook]
+kind = \"webhook\"
+url = \"http://127.0.0.1:9000/in\"
+headers = {{ x-site = \"1\" }}
+
+[[routes]]
+from = \"timers/tick\"
+to = \"plugins/det\"
+
+[[routes]]
+from = \"plugins/det/out/#\"
+to = \"sinks/cloud\"
+
+[[routes]]
+from = \"ingest/cam/+\"
+to = \"topics/cam/all\"
+"
+        ))
+        .unwrap();
+        assert_eq!(m.timers["tick"].topic, "timers/tick");
+        assert_eq!(m.timers["tick"].payload, b"now");
+        assert_eq!(
+            m.sinks["cloud"].target,
+            SinkTargetSpec::Mqtt {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                client_id: None,
+                topic_prefix: "site/".into(),
+                qos: 1
+            }
+        );
+        assert_eq!(m.sinks["cloud"].buffer.max_bytes, 8 << 20);
+        assert_eq!(m.sinks["cloud"].buffer.ttl_secs, 60);
+        assert_eq!(m.sinks["hook"].buffer, BufferSpec::default());
+        assert_eq!(m.routes.len(), 3);
+        assert_eq!(m.routes[0].from, RouteSource::Timer("tick".into()));
+        assert_eq!(m.routes[0].to, RouteTarget::Plugin("det".into()));
+        assert!(
+            matches!(&m.routes[1].from, RouteSource::Plugin { plugin, topics } if plugin == "det" && topics.matches("out/a/b"))
+        );
+        assert_eq!(m.routes[1].to, RouteTarget::Sink("cloud".into()));
+        assert!(matches!(&m.routes[2].from, RouteSource::Ingest(p) if p.matches("cam/front")));
+    }
+
+    #[test]
+    fn routes_to_unknown_things_name_the_route_and_the_missing_name() {
+        let err = parse(&format!(
+            "{PLUGINS}[[routes]]\nfrom = \"topics/a\"\nto = \"sinks/nowhere\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("routes[0].to"), "{err}");
+        assert!(err.message.contains("no sink `nowhere`"), "{err}");
+        let err = parse(&format!(
+            "{PLUGINS}[[routes]]\nfrom = \"topics/a\"\nto = \"plugins/job\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("only pipelines"), "{err}");
+        let err = parse(&format!(
+            "{PLUGINS}[[routes]]\nfrom = \"plugins/det\"\nto = \"plugins/det\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("its own output"), "{err}");
+        let err = parse(&format!(
+            "{PLUGINS}[[routes]]\nfrom = \"cameras\"\nto = \"topics/x\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("routes[0].from"), "{err}");
+    }
+
+    #[test]
+    fn bad_sinks_and_timers_are_refused_with_the_field() {
+        let err = parse("[sinks.s]\nkind = \"mqtt\"\nurl = \"tcp://x\"\n").unwrap_err();
+        assert!(err.message.contains("sinks.s.url"), "{err}");
+        let err =
+            parse("[sinks.s]\nkind = \"mqtt\"\nurl = \"mqtt://b:1883\"\nqos = 2\n").unwrap_err();
+        assert!(err.message.contains("sinks.s.qos"), "{err}");
+        let err = parse("[sinks.s]\nkind = \"webhook\"\nurl = \"https://x/\"\n").unwrap_err();
+        assert!(err.message.contains("sinks.s.url"), "{err}");
+        let err = parse("[timers.t]\nevery_ms = 1\n").unwrap_err();
+        assert!(err.message.contains("timers.t.every_ms"), "{err}");
+        assert_eq!(err.line, Some(1), "the error points at the timer's table");
+    }
+
+    #[test]
+    fn the_api_defaults_to_tls_on_loopback_and_refuses_plain_http_elsewhere() {
+        let m = parse("").unwrap();
+        assert_eq!(m.host.api.listen.to_string(), "127.0.0.1:7443");
+        assert!(m.host.api.tls);
+        let m = parse("[host.api]\nlisten = \"127.0.0.1:9443\"\ntls = false\n").unwrap();
+        assert!(!m.host.api.tls);
+        let err = parse("[host.api]\nlisten = \"0.0.0.0:7443\"\ntls = false\n").unwrap_err();
+        assert!(err.message.contains("only allowed on a loopback"), "{err}");
+    }
+
+    #[test]
+    fn only_jobs_have_a_restart_policy_and_its_backoff_is_bounded() {
+        let m = parse("[plugins.j]\nkind = \"job\"\ncomponent = \"j.wasm\"\nrestart = { policy = \"on-failure\", backoff_ms = 100 }\n").unwrap();
+        assert_eq!(m.plugins["j"].restart.policy, RestartPolicy::OnFailure);
+        assert_eq!(m.plugins["j"].restart.backoff_ms, 100);
+        let err = parse("[plugins.p]\nkind = \"pipeline\"\ncomponent = \"p.wasm\"\nrestart = { policy = \"always\" }\n").unwrap_err();
+        assert!(err.message.contains("only jobs are restarted"), "{err}");
+        let err = parse("[plugins.j]\nkind = \"job\"\ncomponent = \"j.wasm\"\nrestart = { policy = \"always\", backoff_ms = 0 }\n").unwrap_err();
+        assert!(err.message.contains("restart.backoff_ms"), "{err}");
     }
 }

@@ -59,6 +59,7 @@ fn load_echo(
         args: Vec::new(),
         health: None,
         rollback: Default::default(),
+        restart: Default::default(),
     };
     let ctx = PluginContext::new(
         "echo",

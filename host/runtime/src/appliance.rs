@@ -1,36 +1,42 @@
-//! The appliance: everything a manifest declares, running. Pipelines are fed from the bus,
-//! http plugins serve behind their routes, jobs run once at start.
+//! The appliance: a manifest, running. The manifest is the desired state; [`Appliance::apply`]
+//! reconciles a new one against what runs with the fewest changes (add, remove, hot-swap a new
+//! version, grant set or configuration; restart a job), and [`Appliance::status`] reports per
+//! plugin what was desired and what actually runs.
+//!
+//! Plugins are stateless code; the host keeps the state (kv namespaces, and later host tables),
+//! so every version of a plugin starts with what the one before it left.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use outpost_manifest::{Manifest, PluginKind, PluginSpec};
-use outpost_services::{Bus, BusMessage, KvStore, Subscription};
+use outpost_services::{Bus, KvStore, SinkStats, SubscriberStats};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::CompileCache;
+use crate::deployment::{Consumer, Deployment, JobPhase, JobRun, PIPELINE_QUEUE, Runner, consume};
 use crate::engine::{EngineSettings, HostEngine};
 use crate::error::RuntimeError;
 use crate::http::HttpRoute;
-use crate::job::{JobOptions, JobStdio, run_job};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
+use crate::routing::{PipelineLookup, RouteStatus, Routing};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
-use crate::state::PluginContext;
+use crate::state::{PluginContext, StoreState};
 
 /// Largest bus message.
 pub const MAX_BUS_PAYLOAD: usize = 4 << 20;
-/// Queue length of each pipeline's subscription.
-const PIPELINE_QUEUE: usize = 1024;
 
 /// How to run a manifest.
 #[derive(Debug, Clone)]
 pub struct ApplianceOptions {
-    /// Where the host keeps its state (compile cache, kv store, artifacts).
+    /// Where the host keeps its state (compile cache, kv store, spools, artifacts).
     pub data_dir: PathBuf,
     /// Extra directories searched for plugin components.
     pub plugin_dirs: Vec<PathBuf>,
@@ -38,8 +44,10 @@ pub struct ApplianceOptions {
     pub engine: EngineSettings,
     /// Overrides `host.http_listen` (tests use port 0).
     pub http_listen: Option<SocketAddr>,
-    /// Keep kv in memory and do not cache compiled code on disk.
+    /// Keep kv and spools in memory and do not cache compiled code on disk.
     pub ephemeral: bool,
+    /// The text of the starting manifest, served by `GET /v1/manifest`.
+    pub manifest_text: Option<String>,
 }
 
 impl ApplianceOptions {
@@ -51,8 +59,18 @@ impl ApplianceOptions {
             engine: EngineSettings::default(),
             http_listen: None,
             ephemeral: false,
+            manifest_text: None,
         }
     }
+}
+
+/// A version of a plugin: its label and content digest.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Manifest version label.
+    pub version: Option<String>,
+    /// SHA-256 of the component.
+    pub digest: Option<String>,
 }
 
 /// What the host reports about one plugin.
@@ -62,12 +80,17 @@ pub struct PluginStatus {
     pub name: String,
     /// Kind.
     pub kind: String,
-    /// Manifest version label.
-    pub version: Option<String>,
-    /// Content digest of the component, once loaded.
-    pub digest: Option<String>,
-    /// `running`, `failed`, `completed` or `exited`.
+    /// What the manifest asks for.
+    pub desired: VersionInfo,
+    /// What serves now.
+    pub actual: VersionInfo,
+    /// `running`, `degraded` (serving, but not the desired version), `rolled-back`, `failed`;
+    /// for jobs `starting`, `running`, `restarting`, `completed`, `exited` or `stopped`.
     pub state: String,
+    /// The last error: of loading, of applying a change, of a call, or of a job run.
+    pub last_error: Option<String>,
+    /// How often a job was restarted.
+    pub restarts: u64,
     /// Exit code, for jobs that ended.
     pub exit_code: Option<i32>,
     /// Route, for http plugins.
@@ -80,40 +103,105 @@ pub struct PluginStatus {
     pub swaps: u64,
     /// Rollbacks since start, manual and automatic.
     pub rollbacks: u64,
+    /// Swap, rejection and rollback history, oldest first.
+    pub events: Vec<SlotEvent>,
 }
 
-/// A finished job's exit code and failure, once it has ended.
-type JobResult = Arc<Mutex<Option<(i32, Option<String>)>>>;
+/// What an apply did (or, for a dry run, would do) to one plugin.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginChange {
+    /// Plugin name.
+    pub plugin: String,
+    /// `add`, `remove`, `update` (hot swap in place) or `replace` (stop, then start).
+    pub action: String,
+    /// What differs: `code`, `version`, `config`, `grants`, `limits`, `route`, `health`,
+    /// `rollback`, `restart`, `args`, `kind`.
+    pub fields: Vec<String>,
+    /// Whether the change took effect; `None` in a dry run.
+    pub ok: Option<bool>,
+    /// Why it did not.
+    pub error: Option<String>,
+}
 
-enum Slot {
-    Running(Arc<PluginSlot>),
-    Failed(String),
-    Job {
-        plugin: Option<Arc<Plugin>>,
-        result: JobResult,
-    },
+/// The outcome of [`Appliance::apply`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Whether this was only a plan.
+    pub dry_run: bool,
+    /// Whether anything changed (or would change).
+    pub changed: bool,
+    /// Plugins that changed.
+    pub plugins: Vec<PluginChange>,
+    /// Plugins left as they were.
+    pub unchanged: Vec<String>,
+    /// Route, timer and sink changes.
+    pub routing: Vec<String>,
+    /// Things that only take effect after a restart of the host.
+    pub warnings: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Whether every change took effect.
+    pub fn succeeded(&self) -> bool {
+        self.plugins.iter().all(|c| c.ok != Some(false))
+    }
+}
+
+/// Everything the host exposes as metrics, gathered at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    /// Plugin status.
+    pub plugins: Vec<PluginStatus>,
+    /// Bus subscriptions.
+    pub subscribers: Vec<SubscriberStats>,
+    /// Messages published on the bus.
+    pub bus_published: u64,
+    /// Routes.
+    pub routes: Vec<RouteStatus>,
+    /// Sinks.
+    pub sinks: Vec<SinkStats>,
+    /// Manifests applied since start (including the first).
+    pub applies: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
 }
 
 /// A running appliance.
 pub struct Appliance {
-    manifest: Manifest,
     engine: Arc<HostEngine>,
     cache: Arc<CompileCache>,
     bus: Bus,
     kv: KvStore,
-    slots: BTreeMap<String, Slot>,
-    routes: Vec<HttpRoute>,
-    search_dirs: Vec<PathBuf>,
-    /// Built once at start; swaps reuse it.
-    linker: wasmtime::component::Linker<crate::state::StoreState>,
+    /// Built once at start; every load reuses it.
+    linker: wasmtime::component::Linker<StoreState>,
+    opts: ApplianceOptions,
+    desired: ArcSwap<Manifest>,
+    desired_text: Mutex<Option<String>>,
+    deployments: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    http_routes: ArcSwap<Vec<HttpRoute>>,
+    routing: tokio::sync::Mutex<Routing>,
+    topic_log: Mutex<Option<Consumer0>>,
+    /// Serialises applies.
+    apply_lock: tokio::sync::Mutex<()>,
+    applies: std::sync::atomic::AtomicU64,
     http_addr: Mutex<Option<SocketAddr>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     started: Instant,
 }
 
+/// The host-log consumer: a task and its stop switch.
+struct Consumer0 {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
 impl Appliance {
-    /// Loads every plugin of `manifest` and starts them. A plugin that fails to load is
+    /// Starts an empty host and applies `manifest` to it. A plugin that fails to load is
     /// reported as failed (with the reason) while the others run; a problem with the host itself
     /// (data directory, engine, listener) is an error.
     pub async fn start(
@@ -133,90 +221,68 @@ impl Appliance {
             KvStore::open(&opts.data_dir.join("kv.redb"))
         }
         .map_err(|e| RuntimeError::Service(e.to_string()))?;
-        let bus = Bus::new(MAX_BUS_PAYLOAD);
         let linker = plugin_linker(&engine)?;
-        let mut search = opts.plugin_dirs.clone();
-        search.push(opts.data_dir.join("plugins"));
-
-        let mut slots = BTreeMap::new();
-        let mut routes = Vec::new();
-        for spec in manifest.plugins.values() {
-            let loaded = Self::load_one(
-                &manifest, spec, &search, &engine, &cache, &linker, &bus, &kv,
-            );
-            let slot = match (spec.kind, loaded) {
-                (_, Err(e)) => {
-                    tracing::error!(plugin = %spec.name, error = %e, "plugin failed to load");
-                    Slot::Failed(e.to_string())
-                }
-                (PluginKind::Job, Ok(plugin)) => Slot::Job {
-                    plugin: Some(plugin),
-                    result: Arc::default(),
-                },
-                (PluginKind::Http, Ok(plugin)) => {
-                    let prefix = spec.route.clone().unwrap_or_else(|| "/".into());
-                    match HttpRoute::new(&prefix, plugin.clone()) {
-                        Ok(route) => {
-                            routes.push(route);
-                            Slot::Running(Arc::new(Self::slot_for(spec, plugin)))
-                        }
-                        Err(e) => Slot::Failed(e.to_string()),
-                    }
-                }
-                (_, Ok(plugin)) => Slot::Running(Arc::new(Self::slot_for(spec, plugin))),
-            };
-            slots.insert(spec.name.clone(), slot);
-        }
-        // Longest prefix first, so `/a/b` wins over `/a`.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let listen = opts.http_listen.unwrap_or(manifest.host.http_listen);
+        let mut empty = Manifest::parse("", "start").expect("the empty manifest is valid");
+        empty.host = manifest.host.clone();
+        empty.base_dir = manifest.base_dir.clone();
 
         let (shutdown, _) = watch::channel(false);
         let appliance = Arc::new(Appliance {
-            manifest,
             engine,
             cache,
-            bus,
+            bus: Bus::new(MAX_BUS_PAYLOAD),
             kv,
-            slots,
-            routes,
-            search_dirs: search,
             linker,
+            opts,
+            desired: ArcSwap::from_pointee(empty),
+            desired_text: Mutex::new(None),
+            deployments: RwLock::default(),
+            http_routes: ArcSwap::from_pointee(Vec::new()),
+            routing: tokio::sync::Mutex::new(Routing::empty()),
+            topic_log: Mutex::new(None),
+            apply_lock: tokio::sync::Mutex::new(()),
+            applies: Default::default(),
             http_addr: Mutex::new(None),
             shutdown,
             tasks: Mutex::default(),
             started: Instant::now(),
         });
-        appliance.start_pipelines();
-        appliance.start_jobs();
-        appliance.start_topic_log();
-        let listen = opts
-            .http_listen
-            .unwrap_or(appliance.manifest.host.http_listen);
+        let text = appliance.opts.manifest_text.clone();
+        appliance.apply(manifest, text, false).await?;
+
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
             RuntimeError::Service(format!("cannot listen for http on {listen}: {e}"))
         })?;
         let addr = listener
             .local_addr()
             .map_err(|e| RuntimeError::Service(format!("http listener: {e}")))?;
-        *appliance
-            .http_addr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        *lock(&appliance.http_addr) = Some(addr);
         let server = tokio::spawn(crate::http::serve(
             listener,
             appliance.clone(),
             appliance.shutdown.subscribe(),
         ));
-        appliance
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(server);
-        tracing::info!(host = %appliance.manifest.host.name, %addr, plugins = appliance.slots.len(), "appliance started");
+        lock(&appliance.tasks).push(server);
+        tracing::info!(host = %appliance.manifest().host.name, %addr, plugins = appliance.read().len(), "appliance started");
         Ok(appliance)
     }
 
-    fn slot_for(spec: &PluginSpec, plugin: Arc<Plugin>) -> PluginSlot {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Deployment>>> {
+        self.deployments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Deployment>>> {
+        self.deployments.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn search_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.opts.plugin_dirs.clone();
+        dirs.push(self.opts.data_dir.join("plugins"));
+        dirs
+    }
+
+    fn slot_policy(spec: &PluginSpec) -> (RollbackPolicy, HealthProbe) {
         let policy = RollbackPolicy {
             max_failures: spec.rollback.max_failures,
             window: std::time::Duration::from_millis(spec.rollback.window_ms),
@@ -228,175 +294,363 @@ impl Appliance {
             },
             None => HealthProbe::None,
         };
-        PluginSlot::new(plugin, policy, probe)
+        (policy, probe)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn load_one(
+    /// Finds and reads `spec`'s component.
+    fn read_component(
+        &self,
         manifest: &Manifest,
         spec: &PluginSpec,
-        search: &[PathBuf],
-        engine: &HostEngine,
-        cache: &CompileCache,
-        linker: &wasmtime::component::Linker<crate::state::StoreState>,
-        bus: &Bus,
-        kv: &KvStore,
-    ) -> Result<Arc<Plugin>, RuntimeError> {
-        let path = manifest.resolve_component(spec, search).ok_or_else(|| {
-            RuntimeError::plugin(
-                &spec.name,
-                format!("component `{}` not found next to the manifest, in host.plugin_dirs or in the data directory's plugins/", spec.component.display()),
-            )
-        })?;
+    ) -> Result<(PathBuf, Vec<u8>), RuntimeError> {
+        let path = manifest
+            .resolve_component(spec, &self.search_dirs())
+            .ok_or_else(|| {
+                RuntimeError::plugin(
+                    &spec.name,
+                    format!("component `{}` not found next to the manifest, in host.plugin_dirs or in the data directory's plugins/", spec.component.display()),
+                )
+            })?;
         let bytes = std::fs::read(&path).map_err(|e| RuntimeError::io(&path, e))?;
+        Ok((path, bytes))
+    }
+
+    fn load_plugin(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Arc<Plugin>, RuntimeError> {
         let ctx = PluginContext::new(
             &spec.name,
             spec.kind,
             spec.config.clone(),
             spec.grants.clone(),
             spec.limits,
-            (!spec.grants.bus.is_empty()).then(|| bus.clone()),
+            (!spec.grants.bus.is_empty()).then(|| self.bus.clone()),
             spec.grants
                 .kv
                 .as_ref()
-                .map(|g| kv.namespace(&g.namespace, g.quota_bytes)),
+                .map(|g| self.kv.namespace(&g.namespace, g.quota_bytes)),
         );
-        Plugin::load(engine, cache, linker, spec, ctx, &bytes).map(Arc::new)
+        Plugin::load(&self.engine, &self.cache, &self.linker, spec, ctx, bytes).map(Arc::new)
     }
 
-    fn start_pipelines(self: &Arc<Self>) {
-        for (name, slot) in &self.slots {
-            let Slot::Running(plugin) = slot else {
-                continue;
-            };
-            let spec = &self.manifest.plugins[name];
-            if spec.kind != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
-                continue;
+    /// Brings up `spec` from nothing.
+    fn deploy(&self, manifest: &Manifest, spec: &PluginSpec) -> Deployment {
+        let component = self.read_component(manifest, spec);
+        let digest = component.as_ref().ok().map(|(_, b)| sha256_hex(b));
+        let loaded = component
+            .and_then(|(path, bytes)| self.load_plugin(spec, &bytes).map(|plugin| (path, plugin)));
+        let runner = match loaded {
+            Err(e) => {
+                tracing::error!(plugin = %spec.name, error = %e, "plugin failed to load");
+                Runner::Failed(e.to_string())
             }
-            let sub = self
-                .bus
-                .subscribe(name, spec.grants.bus.subscribe.clone(), PIPELINE_QUEUE);
-            let plugin = plugin.clone();
-            let bus = self.bus.clone();
-            let grants = spec.grants.bus.clone();
-            self.spawn_consumer(sub, move |msg| {
-                let (plugin, bus, grants) = (plugin.clone(), bus.clone(), grants.clone());
-                async move {
-                    let name = plugin.active().name().to_string();
-                    // A pipeline never receives its own output: no accidental feedback loops.
-                    if msg.source == name {
-                        return;
-                    }
-                    let Ok(outputs) = plugin.handle(&msg.topic, &msg.payload).await else {
-                        return; // counted and logged by the plugin
-                    };
-                    for out in outputs {
-                        if !grants.may_publish(&out.topic) {
-                            tracing::warn!(plugin = %name, topic = %out.topic, "output to a topic outside the publish grant refused");
-                            continue;
-                        }
-                        if let Err(e) = bus.publish(&name, &out.topic, out.payload) {
-                            tracing::warn!(plugin = %name, error = %e, "output refused by the bus");
-                        }
-                    }
-                }
-            });
+            Ok((path, _)) if spec.kind == PluginKind::Job => Runner::Job(JobRun::start(
+                spec.clone(),
+                path,
+                self.engine.clone(),
+                self.cache.clone(),
+            )),
+            Ok((_, plugin)) => {
+                let (policy, probe) = Self::slot_policy(spec);
+                Runner::Slot(Arc::new(PluginSlot::new(plugin, policy, probe)))
+            }
+        };
+        let deployment = Deployment::new(spec.clone(), digest, runner);
+        self.start_consumer(&deployment);
+        deployment
+    }
+
+    fn start_consumer(&self, deployment: &Deployment) {
+        let spec = &deployment.spec;
+        if spec.kind != PluginKind::Pipeline || spec.grants.bus.subscribe.is_empty() {
+            return;
+        }
+        if let Some(slot) = deployment.slot() {
+            let consumer =
+                Consumer::start(&self.bus, slot.clone(), spec.grants.bus.subscribe.clone());
+            *lock(&deployment.consumer) = Some(consumer);
         }
     }
 
+    /// What differs between two specs of the same plugin.
+    fn changed_fields(old: &PluginSpec, new: &PluginSpec, code_changed: bool) -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut note = |differs: bool, name: &str| {
+            if differs {
+                fields.push(name.to_string());
+            }
+        };
+        note(old.kind != new.kind, "kind");
+        note(code_changed || old.component != new.component, "code");
+        note(old.version != new.version, "version");
+        note(old.config != new.config, "config");
+        note(old.grants != new.grants, "grants");
+        note(old.limits != new.limits, "limits");
+        note(old.route != new.route, "route");
+        note(old.health != new.health, "health");
+        note(old.rollback != new.rollback, "rollback");
+        note(old.restart != new.restart, "restart");
+        note(old.args != new.args, "args");
+        fields
+    }
+
+    /// Reconciles the running host with `manifest`: plugins that are new are started, those
+    /// gone are stopped, those whose code, version, configuration, grants or limits changed are
+    /// hot-swapped in place (health-checked first; on failure the old version keeps serving
+    /// and the plugin reports `degraded`), jobs that changed are restarted. Applying the
+    /// manifest that runs changes nothing. `text` is kept to serve `GET /v1/manifest`.
+    /// With `dry_run`, only reports what would change.
+    pub async fn apply(
+        self: &Arc<Self>,
+        manifest: Manifest,
+        text: Option<String>,
+        dry_run: bool,
+    ) -> Result<ApplyReport, RuntimeError> {
+        let _guard = self.apply_lock.lock().await;
+        let current = self.desired.load_full();
+        let mut report = ApplyReport {
+            dry_run,
+            changed: false,
+            plugins: Vec::new(),
+            unchanged: Vec::new(),
+            routing: Vec::new(),
+            warnings: Vec::new(),
+        };
+        if manifest.host.http_listen != current.host.http_listen && self.http_addr().is_some() {
+            report.warnings.push(format!(
+                "host.http_listen changed to {}: takes effect when the host restarts",
+                manifest.host.http_listen
+            ));
+        }
+        if manifest.host.api != current.host.api && self.http_addr().is_some() {
+            report
+                .warnings
+                .push("host.api changed: takes effect when the host restarts".into());
+        }
+
+        // The plan: what happens to each plugin.
+        enum Step {
+            Add(PluginSpec),
+            Remove(Arc<Deployment>),
+            Update(Arc<Deployment>, PluginSpec, Vec<String>),
+            Replace(Arc<Deployment>, PluginSpec, Vec<String>),
+        }
+        let running = self.read().clone();
+        let mut steps = Vec::new();
+        for (name, old) in &running {
+            if !manifest.plugins.contains_key(name) {
+                steps.push(Step::Remove(old.clone()));
+            }
+        }
+        for (name, spec) in &manifest.plugins {
+            let Some(old) = running.get(name) else {
+                steps.push(Step::Add(spec.clone()));
+                continue;
+            };
+            let digest = self
+                .read_component(&manifest, spec)
+                .ok()
+                .map(|(_, b)| sha256_hex(&b));
+            let code_changed = digest != old.desired_digest;
+            let fields = Self::changed_fields(&old.spec, spec, code_changed);
+            if fields.is_empty() {
+                report.unchanged.push(name.clone());
+                continue;
+            }
+            let in_place = old.slot().is_some()
+                && !fields.iter().any(|f| f == "kind")
+                && spec.kind != PluginKind::Job;
+            if in_place {
+                steps.push(Step::Update(old.clone(), spec.clone(), fields));
+            } else {
+                steps.push(Step::Replace(old.clone(), spec.clone(), fields));
+            }
+        }
+        let routing_changes = Routing::differs(&current, &manifest)
+            || manifest.host.log_topics != current.host.log_topics;
+        report.changed = !steps.is_empty() || routing_changes;
+
+        if dry_run {
+            for step in &steps {
+                report.plugins.push(match step {
+                    Step::Add(spec) => change(&spec.name, "add", vec![], None),
+                    Step::Remove(d) => change(&d.spec.name, "remove", vec![], None),
+                    Step::Update(_, spec, f) => change(&spec.name, "update", f.clone(), None),
+                    Step::Replace(_, spec, f) => change(&spec.name, "replace", f.clone(), None),
+                });
+            }
+            if routing_changes {
+                report
+                    .routing
+                    .push("routes, timers, sinks or log topics change".into());
+            }
+            return Ok(report);
+        }
+
+        for step in steps {
+            let record = match step {
+                Step::Add(spec) => {
+                    let d = Arc::new(self.deploy(&manifest, &spec));
+                    let error = match &d.runner {
+                        Runner::Failed(e) => Some(e.clone()),
+                        _ => None,
+                    };
+                    self.write().insert(spec.name.clone(), d);
+                    change(&spec.name, "add", vec![], Some(error))
+                }
+                Step::Remove(old) => {
+                    self.write().remove(&old.spec.name);
+                    old.stop().await;
+                    tracing::info!(plugin = %old.spec.name, "plugin removed");
+                    change(&old.spec.name, "remove", vec![], Some(None))
+                }
+                Step::Replace(old, spec, fields) => {
+                    old.stop().await;
+                    let d = Arc::new(self.deploy(&manifest, &spec));
+                    let error = match &d.runner {
+                        Runner::Failed(e) => Some(e.clone()),
+                        _ => None,
+                    };
+                    self.write().insert(spec.name.clone(), d);
+                    tracing::info!(plugin = %spec.name, ?fields, "plugin replaced");
+                    change(&spec.name, "replace", fields, Some(error))
+                }
+                Step::Update(old, spec, fields) => {
+                    let error = self.update_in_place(&manifest, &old, &spec, &fields).await;
+                    change(&spec.name, "update", fields, Some(error))
+                }
+            };
+            report.plugins.push(record);
+        }
+        self.rebuild_http_routes();
+
+        if routing_changes {
+            let mut routing = self.routing.lock().await;
+            let spool_dir = (!self.opts.ephemeral).then(|| self.opts.data_dir.join("spool"));
+            let this = Arc::downgrade(self);
+            let lookup: PipelineLookup = Arc::new(move |name: &str| {
+                this.upgrade()
+                    .and_then(|a| a.read().get(name).and_then(|d| d.slot().cloned()))
+            });
+            report.routing = routing
+                .apply(&manifest, &self.bus, spool_dir.as_deref(), lookup)
+                .await?;
+            if manifest.routes != current.routes {
+                report
+                    .routing
+                    .push(format!("{} route(s) active", manifest.routes.len()));
+            }
+            if manifest.timers != current.timers {
+                report
+                    .routing
+                    .push(format!("{} timer(s) active", manifest.timers.len()));
+            }
+            self.restart_topic_log(&manifest);
+        }
+
+        for c in &report.plugins {
+            match &c.error {
+                Some(e) => {
+                    tracing::warn!(plugin = %c.plugin, action = %c.action, error = %e, "apply: change failed")
+                }
+                None => {
+                    tracing::info!(plugin = %c.plugin, action = %c.action, fields = ?c.fields, "apply: changed")
+                }
+            }
+        }
+        self.desired.store(Arc::new(manifest));
+        *lock(&self.desired_text) = text;
+        self.applies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Hot-swaps a running plugin to `spec`. Returns the error that kept it from its desired
+    /// state, if any; the deployment records the new desired spec either way.
+    async fn update_in_place(
+        &self,
+        manifest: &Manifest,
+        old: &Arc<Deployment>,
+        spec: &PluginSpec,
+        fields: &[String],
+    ) -> Option<String> {
+        let slot = old.slot().expect("in-place updates are for slots").clone();
+        let (policy, probe) = Self::slot_policy(spec);
+        slot.set_policy(policy, probe);
+        let component = self.read_component(manifest, spec);
+        let digest = component.as_ref().ok().map(|(_, b)| sha256_hex(b));
+        let needs_new_version = fields.iter().any(|f| {
+            matches!(
+                f.as_str(),
+                "code" | "version" | "config" | "grants" | "limits"
+            )
+        });
+        let mut error = None;
+        if needs_new_version {
+            let outcome = match component {
+                Ok((_, bytes)) => match self.load_plugin(spec, &bytes) {
+                    Ok(candidate) => slot.swap(candidate).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            error = outcome.err();
+        }
+        let new = Arc::new(Deployment::new(spec.clone(), digest, Runner::Slot(slot)));
+        new.set_apply_error(error.clone());
+        // The consumer carries over when the subscriptions are unchanged, so not one message
+        // is missed; otherwise the new subscription starts before the old one stops.
+        let carried = lock(&old.consumer).take();
+        match carried {
+            Some(c) if c.patterns == spec.grants.bus.subscribe => *lock(&new.consumer) = Some(c),
+            other => {
+                self.start_consumer(&new);
+                if let Some(c) = other {
+                    c.stop().await;
+                }
+            }
+        }
+        self.write().insert(spec.name.clone(), new);
+        error
+    }
+
+    fn rebuild_http_routes(&self) {
+        let mut routes: Vec<HttpRoute> = self
+            .read()
+            .values()
+            .filter_map(|d| match (&d.spec.route, d.slot()) {
+                (Some(prefix), Some(slot)) if d.spec.kind == PluginKind::Http => {
+                    Some(HttpRoute::new(prefix, slot.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        // Longest prefix first, so `/a/b` wins over `/a`.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        self.http_routes.store(Arc::new(routes));
+    }
+
     /// Writes messages on `host.log_topics` to the log.
-    fn start_topic_log(self: &Arc<Self>) {
-        let topics = self.manifest.host.log_topics.clone();
+    fn restart_topic_log(&self, manifest: &Manifest) {
+        if let Some(old) = lock(&self.topic_log).take() {
+            let _ = old.stop.send(true);
+            old.task.abort();
+        }
+        let topics = manifest.host.log_topics.clone();
         if topics.is_empty() {
             return;
         }
         let sub = self.bus.subscribe("host-log", topics, PIPELINE_QUEUE);
-        self.spawn_consumer(sub, |msg| async move {
-            let preview = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(consume(sub, stopped, |msg| async move {
+            let preview =
+                String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
             tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
-        });
+        }));
+        *lock(&self.topic_log) = Some(Consumer0 { stop, task });
     }
 
-    /// Runs `on_message` for each message of `sub`, one at a time (in order), until shutdown.
-    fn spawn_consumer<F, Fut>(self: &Arc<Self>, mut sub: Subscription, mut on_message: F)
-    where
-        F: FnMut(BusMessage) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let mut shutdown = self.shutdown.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    m = sub.recv() => match m { Some(m) => m, None => return },
-                    _ = shutdown.changed() => return,
-                };
-                on_message(msg).await;
-            }
-        });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
-    }
-
-    fn start_jobs(self: &Arc<Self>) {
-        for (name, slot) in &self.slots {
-            let Slot::Job {
-                plugin: Some(_),
-                result,
-            } = slot
-            else {
-                continue;
-            };
-            let spec = self.manifest.plugins[name].clone();
-            let Some(path) = self.manifest.resolve_component(&spec, &self.search_dirs) else {
-                continue;
-            };
-            let engine = self.engine.clone();
-            let cache = self.cache.clone();
-            let result = result.clone();
-            let task = tokio::spawn(async move {
-                let mut argv = vec![spec.name.clone()];
-                argv.extend(spec.args.iter().cloned());
-                let opts = JobOptions {
-                    name: spec.name.clone(),
-                    argv,
-                    grants: spec.grants.clone(),
-                    limits: spec.limits,
-                    stdio: JobStdio::Log,
-                };
-                let outcome = match std::fs::read(&path) {
-                    Ok(bytes) => run_job(&engine, &cache, &bytes, opts)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("{}: {e}", path.display())),
-                };
-                let recorded = match outcome {
-                    Ok(o) => {
-                        tracing::info!(job = %spec.name, exit_code = o.exit_code, elapsed_ms = o.elapsed.as_millis() as u64, "job finished");
-                        (o.exit_code, o.error.map(|e| e.to_string()))
-                    }
-                    Err(e) => {
-                        tracing::error!(job = %spec.name, error = %e, "job failed to run");
-                        (crate::job::TRAP_EXIT_CODE, Some(e))
-                    }
-                };
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorded);
-            });
-            self.tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(task);
-        }
-    }
-
-    /// The running plugin called `name`.
+    /// The version of plugin `name` serving now (for jobs, the loaded component).
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
-        match self.slots.get(name)? {
-            Slot::Running(p) => Some(p.active()),
-            Slot::Job { plugin, .. } => plugin.clone(),
-            Slot::Failed(_) => None,
-        }
+        self.read().get(name)?.slot().map(|s| s.active())
     }
 
     /// The host's message bus.
@@ -414,18 +668,28 @@ impl Appliance {
         &self.engine
     }
 
-    /// The manifest being run.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+    /// The manifest applied last (the desired state).
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.desired.load_full()
     }
 
-    /// Where http plugins and the host endpoints are served.
+    /// The text of the manifest applied last, when it came as text.
+    pub fn manifest_text(&self) -> Option<String> {
+        lock(&self.desired_text).clone()
+    }
+
+    /// Options the host runs with.
+    pub fn options(&self) -> &ApplianceOptions {
+        &self.opts
+    }
+
+    /// Where http plugins are served.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        *self.http_addr.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.http_addr)
     }
 
-    pub(crate) fn http_routes(&self) -> &[HttpRoute] {
-        &self.routes
+    pub(crate) fn http_routes(&self) -> Arc<Vec<HttpRoute>> {
+        self.http_routes.load_full()
     }
 
     /// Seconds since start.
@@ -433,120 +697,136 @@ impl Appliance {
         self.started.elapsed().as_secs()
     }
 
+    /// Status of plugin `name`.
+    pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
+        let d = self.read().get(name)?.clone();
+        Some(Self::status_of(&d))
+    }
+
+    fn status_of(d: &Deployment) -> PluginStatus {
+        let spec = &d.spec;
+        let mut status = PluginStatus {
+            name: spec.name.clone(),
+            kind: spec.kind.to_string(),
+            desired: VersionInfo {
+                version: spec.version.clone(),
+                digest: d.desired_digest.clone(),
+            },
+            actual: VersionInfo::default(),
+            state: String::new(),
+            last_error: None,
+            restarts: 0,
+            exit_code: None,
+            route: spec.route.clone(),
+            subscribe: spec
+                .grants
+                .bus
+                .subscribe
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            stats: StatsSnapshot::default(),
+            swaps: 0,
+            rollbacks: 0,
+            events: Vec::new(),
+        };
+        match &d.runner {
+            Runner::Slot(slot) => {
+                let p = slot.active();
+                status.actual = VersionInfo {
+                    version: p.version().map(str::to_string),
+                    digest: Some(p.inspection().digest.clone()),
+                };
+                status.events = slot.events();
+                let rolled_back =
+                    matches!(status.events.last(), Some(SlotEvent::RolledBack { .. }));
+                let apply_error = d.apply_error();
+                status.state = if rolled_back {
+                    "rolled-back"
+                } else if apply_error.is_some() || status.actual != status.desired {
+                    "degraded"
+                } else {
+                    "running"
+                }
+                .into();
+                status.stats = p.stats();
+                status.last_error = apply_error.or_else(|| status.stats.last_error.clone());
+                let counters = slot.counters();
+                status.swaps = counters.swaps;
+                status.rollbacks = counters.rollbacks;
+            }
+            Runner::Failed(e) => {
+                status.state = "failed".into();
+                status.last_error = Some(e.clone());
+            }
+            Runner::Job(job) => {
+                let r = job.report();
+                status.actual.digest = d.desired_digest.clone();
+                status.actual.version = spec.version.clone();
+                status.state = match r.phase {
+                    JobPhase::Starting => "starting",
+                    JobPhase::Running => "running",
+                    JobPhase::Completed => "completed",
+                    JobPhase::Exited => "exited",
+                    JobPhase::Restarting { .. } => "restarting",
+                    JobPhase::Stopped => "stopped",
+                }
+                .into();
+                status.exit_code = r.exit_code;
+                status.last_error = r.error;
+                status.restarts = r.restarts;
+            }
+        }
+        status
+    }
+
     /// Per-plugin status, sorted by name.
     pub fn status(&self) -> Vec<PluginStatus> {
-        self.slots
-            .iter()
-            .map(|(name, slot)| {
-                let spec = &self.manifest.plugins[name];
-                let mut status = PluginStatus {
-                    name: name.clone(),
-                    kind: spec.kind.to_string(),
-                    version: spec.version.clone(),
-                    digest: None,
-                    state: String::new(),
-                    exit_code: None,
-                    route: spec.route.clone(),
-                    subscribe: spec
-                        .grants
-                        .bus
-                        .subscribe
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect(),
-                    stats: StatsSnapshot::default(),
-                    swaps: 0,
-                    rollbacks: 0,
-                };
-                match slot {
-                    Slot::Running(slot) => {
-                        let p = slot.active();
-                        let rolled_back = matches!(
-                            slot.events().last(),
-                            Some(SlotEvent::RolledBack {
-                                automatic: true,
-                                ..
-                            })
-                        );
-                        status.state = if rolled_back {
-                            "rolled-back"
-                        } else {
-                            "running"
-                        }
-                        .into();
-                        status.version = p.version().map(str::to_string);
-                        status.digest = Some(p.inspection().digest.clone());
-                        status.stats = p.stats();
-                        let counters = slot.counters();
-                        status.swaps = counters.swaps;
-                        status.rollbacks = counters.rollbacks;
-                    }
-                    Slot::Failed(e) => {
-                        status.state = "failed".into();
-                        status.stats.last_error = Some(e.clone());
-                    }
-                    Slot::Job { plugin, result } => {
-                        status.digest = plugin.as_ref().map(|p| p.inspection().digest.clone());
-                        match &*result.lock().unwrap_or_else(|p| p.into_inner()) {
-                            None => status.state = "running".into(),
-                            Some((code, err)) => {
-                                status.state =
-                                    if *code == 0 { "completed" } else { "exited" }.into();
-                                status.exit_code = Some(*code);
-                                status.stats.last_error = err.clone();
-                            }
-                        }
-                    }
-                }
-                status
-            })
-            .collect()
+        let deployments: Vec<_> = self.read().values().cloned().collect();
+        deployments.iter().map(|d| Self::status_of(d)).collect()
+    }
+
+    /// Everything `/metrics` shows.
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        let routing = self.routing.lock().await;
+        MetricsSnapshot {
+            plugins: self.status(),
+            subscribers: self.bus.subscriber_stats(),
+            bus_published: self.bus.published(),
+            routes: routing.route_status(),
+            sinks: routing.sink_stats(),
+            applies: self.applies.load(std::sync::atomic::Ordering::Relaxed),
+            uptime_secs: self.uptime_secs(),
+        }
     }
 
     /// The slot of a running plugin.
     pub fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
-        match self.slots.get(name)? {
-            Slot::Running(slot) => Some(slot.clone()),
-            _ => None,
-        }
+        self.read().get(name)?.slot().cloned()
     }
 
-    /// Hot-swaps pipeline `name` to the component at `component` with `config` (a new version,
-    /// a new configuration, or both), health-checked before it serves. Grants and limits stay
-    /// those of the running manifest.
+    /// Hot-swaps plugin `name` to the component at `component` with `version` and `config`,
+    /// by applying the running manifest with that one plugin changed.
     pub async fn swap(
-        &self,
+        self: &Arc<Self>,
         name: &str,
-        component: &std::path::Path,
+        component: &Path,
         version: Option<String>,
         config: BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| RuntimeError::plugin(name, "is not running"))?;
-        let mut spec = self.manifest.plugins[name].clone();
-        if spec.kind != PluginKind::Pipeline {
-            return Err(RuntimeError::plugin(
-                name,
-                format!("hot swap of {} plugins is not supported yet", spec.kind),
-            ));
-        }
+        let mut manifest = (*self.manifest()).clone();
+        let spec = manifest
+            .plugins
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::plugin(name, "is not in the manifest"))?;
         spec.component = component.to_path_buf();
         spec.version = version;
         spec.config = config;
-        let plugin = Self::load_one(
-            &self.manifest,
-            &spec,
-            &self.search_dirs,
-            &self.engine,
-            &self.cache,
-            &self.linker,
-            &self.bus,
-            &self.kv,
-        )?;
-        slot.swap(plugin)
-            .await
-            .map_err(|e| RuntimeError::plugin(name, e))
+        let report = self.apply(manifest, None, false).await?;
+        match report.plugins.into_iter().find_map(|c| c.error) {
+            Some(e) => Err(RuntimeError::plugin(name, e)),
+            None => Ok(()),
+        }
     }
 
     /// Rolls plugin `name` back to its previous version.
@@ -558,14 +838,52 @@ impl Appliance {
             .map_err(|e| RuntimeError::plugin(name, e))
     }
 
-    /// Stops serving: pipelines finish their current message, the listener closes.
+    /// A receiver that turns true when the host shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Registers a task the host waits for at shutdown.
+    pub fn track(&self, task: JoinHandle<()>) {
+        lock(&self.tasks).push(task);
+    }
+
+    /// Stops serving: consumers finish the messages queued for them, jobs stop, sinks keep
+    /// what they have not delivered in their spools, the listeners close.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let deployments: Vec<_> = std::mem::take(&mut *self.write()).into_values().collect();
+        for d in deployments {
+            d.stop().await;
+        }
+        self.routing.lock().await.shutdown().await;
+        if let Some(old) = lock(&self.topic_log).take() {
+            let _ = old.stop.send(true);
+            old.task.abort();
+        }
+        let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         tracing::info!("appliance stopped");
     }
+}
+
+fn change(
+    plugin: &str,
+    action: &str,
+    fields: Vec<String>,
+    error: Option<Option<String>>,
+) -> PluginChange {
+    PluginChange {
+        plugin: plugin.to_string(),
+        action: action.to_string(),
+        fields,
+        ok: error.as_ref().map(Option::is_none),
+        error: error.flatten(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,5 +1,6 @@
-//! The host's HTTP front door: `wasi:http/proxy` plugins behind route prefixes, plus the
-//! host's own small endpoints (`GET /v1/status`, `POST /v1/bus/{topic}` ingest, `GET /healthz`).
+//! The data-plane HTTP front door: `wasi:http/proxy` plugins behind route prefixes, plus an
+//! unauthenticated `GET /healthz`. The management API (status, manifests, ingest, metrics) is
+//! served separately, with TLS and tokens, by [`crate::api`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,48 +9,38 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::appliance::Appliance;
 use crate::error::CallError;
 use crate::plugin::{Plugin, arm_deadline};
-use crate::state::StoreState;
+use crate::slot::PluginSlot;
 
 type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// Largest body accepted by the ingest endpoint.
-const MAX_INGEST_BYTES: usize = 1 << 20;
-
-/// One `http` plugin behind its route prefix.
+/// One `http` plugin behind its route prefix. The route holds the plugin's slot, so a hot swap
+/// of the plugin takes effect for the next request without touching the route table.
+#[derive(Clone)]
 pub struct HttpRoute {
     /// The prefix, e.g. `/hello` (matches `/hello` and `/hello/...`).
     pub prefix: String,
-    plugin: Arc<Plugin>,
-    pre: ProxyPre<StoreState>,
+    slot: Arc<PluginSlot>,
 }
 
 impl HttpRoute {
-    /// Prepares `plugin` (which must implement `wasi:http/proxy`) to serve `prefix`.
-    pub fn new(prefix: &str, plugin: Arc<Plugin>) -> Result<HttpRoute, crate::RuntimeError> {
-        let pre = ProxyPre::new(plugin.instance_pre().clone()).map_err(|e| {
-            crate::RuntimeError::plugin(
-                plugin.name(),
-                format!("not a wasi:http/proxy component: {e:#}"),
-            )
-        })?;
-        Ok(HttpRoute {
+    /// Serves `prefix` with the plugin in `slot`.
+    pub fn new(prefix: &str, slot: Arc<PluginSlot>) -> HttpRoute {
+        HttpRoute {
             prefix: prefix.to_string(),
-            plugin,
-            pre,
-        })
+            slot,
+        }
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -71,15 +62,6 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-fn json(body: String) -> Response<Body> {
-    let mut resp = text(StatusCode::OK, body);
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
     );
     resp
 }
@@ -125,21 +107,24 @@ async fn route(
     peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/v1/status") => {
-            return json(serde_json::to_string_pretty(&appliance.status()).unwrap_or_default());
-        }
-        (&Method::POST, p) if p.starts_with("/v1/bus/") => return ingest(appliance, req).await,
-        _ => {}
+    if req.method() == Method::GET && path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
     }
-    let Some(route) = appliance.http_routes().iter().find(|r| r.matches(&path)) else {
+    let routes = appliance.http_routes();
+    let Some(route) = routes.iter().find(|r| r.matches(&path)) else {
         return text(StatusCode::NOT_FOUND, format!("no plugin serves {path}\n"));
     };
-    tracing::debug!(%peer, plugin = route.plugin.name(), %path, "http request");
+    // The version serving now handles the whole request, even if a swap lands meanwhile.
+    let plugin = route.slot.active();
+    tracing::debug!(%peer, plugin = plugin.name(), %path, "http request");
     let started = Instant::now();
-    let result = call_plugin(route, req).await;
-    route.plugin.record(started, result.as_ref().map(|_| ()));
+    let result = call_plugin(&plugin, req).await;
+    plugin.record(started, result.as_ref().map(|_| ()));
+    if let Err(e) = &result
+        && e.is_trap()
+    {
+        route.slot.record_failure(&plugin, e);
+    }
     match result {
         Ok(resp) => resp,
         Err(CallError::DeadlineExceeded { .. }) => {
@@ -149,40 +134,19 @@ async fn route(
     }
 }
 
-async fn ingest(appliance: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
-    let topic = req.uri().path().trim_start_matches("/v1/bus/").to_string();
-    let body = match Limited::new(req.into_body(), MAX_INGEST_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body refused: {e}\n"),
-            );
-        }
-    };
-    match appliance
-        .bus()
-        .publish("http-ingest", &topic, body.to_vec())
-    {
-        Ok(d) => text(
-            StatusCode::ACCEPTED,
-            format!("delivered to {} subscriber(s)\n", d.delivered),
-        ),
-        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    }
-}
-
 async fn call_plugin(
-    route: &HttpRoute,
+    plugin: &Arc<Plugin>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, CallError> {
-    let plugin = &route.plugin;
     let internal = |message: String| CallError::Trap {
         plugin: plugin.name().to_string(),
         message,
+    };
+    let Some(pre) = plugin.proxy_pre().cloned() else {
+        return Err(CallError::Refused {
+            plugin: plugin.name().to_string(),
+            message: "is not an http plugin".into(),
+        });
     };
     let mut store = plugin.new_store()?;
     arm_deadline(&mut store);
@@ -197,7 +161,6 @@ async fn call_plugin(
         .http()
         .new_response_outparam(sender)
         .map_err(|e| internal(format!("{e:#}")))?;
-    let pre = route.pre.clone();
     // The guest keeps running in its own task after sending the head, to stream the body.
     let task = tokio::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;

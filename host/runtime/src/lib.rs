@@ -6,21 +6,29 @@
 //! per call under its memory, table, handle, output and deadline limits. The [`Appliance`] runs
 //! a whole manifest: pipelines on the bus, HTTP handlers behind routes, jobs.
 
+pub mod api;
 pub mod appliance;
 pub mod cache;
 pub mod capability;
+mod deployment;
 pub mod engine;
 pub mod error;
 pub mod http;
 pub mod inspect;
 pub mod job;
 pub mod limits;
+pub mod metrics;
 pub mod plugin;
+pub mod routing;
 pub mod slot;
 pub mod state;
 
-pub use appliance::{Appliance, ApplianceOptions, PluginStatus};
+pub use appliance::{
+    Appliance, ApplianceOptions, ApplyReport, MetricsSnapshot, PluginChange, PluginStatus,
+    VersionInfo,
+};
 pub use cache::{CacheOutcome, CompileCache};
+pub use deployment::JobPhase;
 pub use engine::{EngineSettings, HostEngine};
 pub use error::{CallError, RuntimeError};
 pub use job::{JobOptions, JobOutcome, JobStdio, run_job};

@@ -12,6 +12,7 @@ use outpost_manifest::{PluginKind, PluginSpec};
 use serde::Serialize;
 use wasmtime::component::{ComponentExportIndex, ComponentType, InstancePre, Lift, Linker};
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::capability::{ImportPolicy, check_imports};
@@ -45,6 +46,12 @@ struct RawMessage {
 /// return is bounded by its memory ceiling; the output limit is checked right after lifting.
 type HandleResult = (Result<Vec<RawMessage>, String>,);
 
+/// Upper bounds of the call-latency histogram buckets, in seconds (Prometheus `le` labels).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
 /// Counters for one plugin.
 #[derive(Debug, Default)]
 pub struct PluginStats {
@@ -52,6 +59,9 @@ pub struct PluginStats {
     errors: AtomicU64,
     traps: AtomicU64,
     busy_ns: AtomicU64,
+    /// Non-cumulative bucket counts; the last slot counts calls above every bound.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    peak_memory: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -66,6 +76,11 @@ pub struct StatsSnapshot {
     pub traps: u64,
     /// Total time spent in calls, nanoseconds.
     pub busy_ns: u64,
+    /// Calls per latency bucket (see [`LATENCY_BUCKETS`]), cumulative as in Prometheus; the last
+    /// entry equals `calls`.
+    pub latency_cumulative: Vec<u64>,
+    /// The most linear memory one instance used, in bytes.
+    pub peak_memory_bytes: u64,
     /// The last failure, if any.
     pub last_error: Option<String>,
 }
@@ -75,6 +90,12 @@ impl PluginStats {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.busy_ns
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             self.errors.fetch_add(1, Ordering::Relaxed);
             if e.is_trap() {
@@ -84,6 +105,10 @@ impl PluginStats {
         }
     }
 
+    pub(crate) fn observe_memory(&self, bytes: u64) {
+        self.peak_memory.fetch_max(bytes, Ordering::Relaxed);
+    }
+
     /// Current values.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -91,6 +116,15 @@ impl PluginStats {
             errors: self.errors.load(Ordering::Relaxed),
             traps: self.traps.load(Ordering::Relaxed),
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
+            latency_cumulative: self
+                .latency
+                .iter()
+                .scan(0, |total, c| {
+                    *total += c.load(Ordering::Relaxed);
+                    Some(*total)
+                })
+                .collect(),
+            peak_memory_bytes: self.peak_memory.load(Ordering::Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -120,6 +154,7 @@ pub fn plugin_linker(engine: &HostEngine) -> Result<Linker<StoreState>, RuntimeE
 pub struct Plugin {
     ctx: Arc<PluginContext>,
     pre: InstancePre<StoreState>,
+    proxy: Option<ProxyPre<StoreState>>,
     handle: Option<ComponentExportIndex>,
     inspection: Inspection,
     cache: CacheOutcome,
@@ -199,10 +234,17 @@ impl Plugin {
             }
             _ => None,
         };
+        let proxy = match spec.kind {
+            PluginKind::Http => Some(ProxyPre::new(pre.clone()).map_err(|e| {
+                RuntimeError::plugin(name, format!("not a wasi:http/proxy component: {e:#}"))
+            })?),
+            _ => None,
+        };
         tracing::info!(plugin = name, kind = %spec.kind, digest = %inspection.digest, cache = ?outcome, "plugin loaded");
         Ok(Plugin {
             ctx: Arc::new(ctx),
             pre,
+            proxy,
             handle,
             inspection,
             cache: outcome,
@@ -249,6 +291,11 @@ impl Plugin {
     /// The pre-instantiated component.
     pub fn instance_pre(&self) -> &InstancePre<StoreState> {
         &self.pre
+    }
+
+    /// The `wasi:http/proxy` view of an http plugin.
+    pub fn proxy_pre(&self) -> Option<&ProxyPre<StoreState>> {
+        self.proxy.as_ref()
     }
 
     /// A fresh store for one instance of this plugin, with its limits and deadline armed.
@@ -313,10 +360,9 @@ impl Plugin {
                 plugin: name.clone(),
                 message: format!("`handle` has the wrong signature: {e:#}"),
             })?;
-        let (result,) = func
-            .call_async(&mut store, (topic, payload))
-            .await
-            .map_err(|e| self.classify(&e))?;
+        let called = func.call_async(&mut store, (topic, payload)).await;
+        self.stats.observe_memory(store.data().limiter.peak_memory);
+        let (result,) = called.map_err(|e| self.classify(&e))?;
         let limit = self.ctx.limits.output_bytes;
         let too_large = |size: u64| CallError::OutputTooLarge {
             plugin: name.clone(),

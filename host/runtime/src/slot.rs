@@ -117,6 +117,20 @@ struct Versions {
     events: Vec<SlotEvent>,
     swaps: u64,
     rollbacks: u64,
+    policy: RollbackPolicy,
+    probe: HealthProbe,
+}
+
+/// Most events a slot remembers.
+const MAX_EVENTS: usize = 100;
+
+impl Versions {
+    fn push(&mut self, event: SlotEvent) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(event);
+    }
 }
 
 /// One plugin's slot.
@@ -124,8 +138,6 @@ pub struct PluginSlot {
     name: String,
     active: ArcSwap<Plugin>,
     versions: Mutex<Versions>,
-    policy: RollbackPolicy,
-    probe: HealthProbe,
 }
 
 /// Counters of a slot.
@@ -150,10 +162,18 @@ impl PluginSlot {
                 events: Vec::new(),
                 swaps: 0,
                 rollbacks: 0,
+                policy,
+                probe,
             }),
-            policy,
-            probe,
         }
+    }
+
+    /// Replaces the rollback policy and health probe (a new manifest changed them); they apply
+    /// from the next swap on.
+    pub fn set_policy(&self, policy: RollbackPolicy, probe: HealthProbe) {
+        let mut v = self.versions();
+        v.policy = policy;
+        v.probe = probe;
     }
 
     fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
@@ -185,7 +205,8 @@ impl PluginSlot {
     }
 
     async fn check_health(&self, candidate: &Plugin) -> Result<(), String> {
-        match &self.probe {
+        let probe = self.versions().probe.clone();
+        match &probe {
             HealthProbe::None => Ok(()),
             HealthProbe::Call { topic, payload } => candidate
                 .handle(topic, payload)
@@ -202,7 +223,7 @@ impl PluginSlot {
         let digest = candidate.inspection().digest.clone();
         if let Err(reason) = self.check_health(&candidate).await {
             tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; not swapped");
-            self.versions().events.push(SlotEvent::Rejected {
+            self.versions().push(SlotEvent::Rejected {
                 at: now_secs(),
                 candidate: digest,
                 reason: reason.clone(),
@@ -215,7 +236,7 @@ impl PluginSlot {
         let mut v = self.versions();
         let old = self.active.swap(candidate);
         tracing::info!(plugin = %self.name, from = %old.inspection().digest, to = %digest, "swapped");
-        v.events.push(SlotEvent::Swapped {
+        v.push(SlotEvent::Swapped {
             at: now_secs(),
             from: old.inspection().digest.clone(),
             to: digest,
@@ -245,7 +266,7 @@ impl PluginSlot {
         let to = previous.inspection().digest.clone();
         let out = self.active.swap(previous);
         tracing::warn!(plugin = %self.name, from = %out.inspection().digest, %to, reason, automatic, "rolled back");
-        v.events.push(SlotEvent::RolledBack {
+        v.push(SlotEvent::RolledBack {
             at: now_secs(),
             from: out.inspection().digest.clone(),
             to,
@@ -262,6 +283,15 @@ impl PluginSlot {
     /// Calls the active version's `handle`. A trap or broken limit of a version on probation
     /// counts towards automatic rollback.
     pub async fn handle(&self, topic: &str, payload: &[u8]) -> Result<Vec<OutMessage>, CallError> {
+        self.call(topic, payload).await.1
+    }
+
+    /// Like [`PluginSlot::handle`], and also says which version handled the call.
+    pub async fn call(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> (Arc<Plugin>, Result<Vec<OutMessage>, CallError>) {
         let plugin = self.active.load_full();
         let result = plugin.handle(topic, payload).await;
         if let Err(e) = &result
@@ -269,10 +299,12 @@ impl PluginSlot {
         {
             self.record_failure(&plugin, e);
         }
-        result
+        (plugin, result)
     }
 
-    fn record_failure(&self, failed: &Arc<Plugin>, error: &CallError) {
+    /// Counts a failed call of `failed` (made outside [`PluginSlot::handle`], e.g. by the http
+    /// front door) towards automatic rollback.
+    pub(crate) fn record_failure(&self, failed: &Arc<Plugin>, error: &CallError) {
         let mut v = self.versions();
         // Only the version serving now is judged; a late failure of a replaced one is not.
         if !v.on_probation || !Arc::ptr_eq(failed, &self.active.load()) {
@@ -283,15 +315,15 @@ impl PluginSlot {
         while v
             .failures
             .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+            .is_some_and(|t| now.duration_since(*t) > v.policy.window)
         {
             v.failures.pop_front();
         }
-        if v.failures.len() as u32 > self.policy.max_failures {
+        if v.failures.len() as u32 > v.policy.max_failures {
             let reason = format!(
                 "{} failures within {:?} (last: {error})",
                 v.failures.len(),
-                self.policy.window
+                v.policy.window
             );
             let _ = self.rollback_locked(&mut v, &reason, true);
         }

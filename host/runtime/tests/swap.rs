@@ -56,6 +56,7 @@ impl Fixture {
             args: Vec::new(),
             health: None,
             rollback: Default::default(),
+            restart: Default::default(),
         };
         let ctx = PluginContext::new(
             "versioned",

@@ -76,6 +76,7 @@ pub struct Bus {
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
     id: u64,
+    name: String,
     rx: mpsc::Receiver<BusMessage>,
     dropped: Arc<AtomicU64>,
     bus: Bus,
@@ -96,6 +97,29 @@ impl Subscription {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The counter behind [`Subscription::dropped`], readable after the subscription moved.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
+    /// The subscriber's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What the bus reports about one subscription (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubscriberStats {
+    /// Subscriber name.
+    pub name: String,
+    /// Messages waiting in its queue.
+    pub depth: usize,
+    /// Its queue's capacity.
+    pub capacity: usize,
+    /// Messages dropped because its queue was full.
+    pub dropped: u64,
 }
 
 impl Drop for Subscription {
@@ -107,6 +131,19 @@ impl Drop for Subscription {
 }
 
 impl Bus {
+    /// Queue depth and drops of every live subscription.
+    pub fn subscriber_stats(&self) -> Vec<SubscriberStats> {
+        let subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.iter()
+            .map(|s| SubscriberStats {
+                name: s.name.clone(),
+                depth: s.tx.max_capacity() - s.tx.capacity(),
+                capacity: s.tx.max_capacity(),
+                dropped: s.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// A bus that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: usize) -> Bus {
         Bus {
@@ -144,6 +181,7 @@ impl Bus {
             });
         Subscription {
             id,
+            name: name.to_string(),
             rx,
             dropped,
             bus: self.clone(),

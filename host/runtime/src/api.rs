@@ -1,0 +1,735 @@
+//! The management API: status, desired-state manifests, plugins, rollback, ingest, metrics and
+//! its own OpenAPI document, over TLS with the device certificate, behind bearer tokens.
+//!
+//! Every route is declared once in [`ENDPOINTS`]; the router, the authorisation check and the
+//! OpenAPI document are all derived from that table, so they cannot drift apart. Roles:
+//! `viewer` reads, `operator` reads and writes, `ingest` may only post to `/v1/ingest/{topic}`.
+//! A call without a valid token is 401; a valid token without the role is 403.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use outpost_manifest::{INGEST_SOURCE, Manifest};
+use outpost_security::{Access, DeviceIdentity, Identity, TOKENS_FILE, TokenStore, bearer_token};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use crate::appliance::{Appliance, MAX_BUS_PAYLOAD};
+use crate::error::RuntimeError;
+
+/// Largest manifest accepted by `PUT /v1/manifest`.
+const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+type Body = Full<Bytes>;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Healthz,
+    Metrics,
+    OpenApi,
+    Status,
+    GetManifest,
+    PutManifest,
+    ListPlugins,
+    GetPlugin,
+    Rollback,
+    Ingest,
+}
+
+/// One route of the API.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template; `{x}` is one segment, but a trailing `{topic}` takes the rest of the path.
+    pub path: &'static str,
+    /// What the caller's role must allow; `None` is open (liveness only).
+    pub access: Option<Access>,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    /// Response codes besides the auth ones, with their meaning.
+    pub responses: &'static [(u16, &'static str)],
+    /// Content type of the 200/202 response.
+    pub produces: &'static str,
+    /// Content type of the request body, if it has one.
+    pub consumes: Option<&'static str>,
+    handler: Handler,
+}
+
+/// Every route the API serves.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/healthz",
+        access: None,
+        summary: "Liveness: 200 while the host runs",
+        responses: &[(200, "alive")],
+        produces: "text/plain",
+        consumes: None,
+        handler: Handler::Healthz,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/metrics",
+        access: Some(Access::Read),
+        summary: "Prometheus metrics: per-plugin calls, errors, traps, latency, memory, swaps, rollbacks; bus, route and sink queues",
+        responses: &[(200, "Prometheus text exposition format 0.0.4")],
+        produces: "text/plain; version=0.0.4",
+        consumes: None,
+        handler: Handler::Metrics,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/openapi.json",
+        access: Some(Access::Read),
+        summary: "This document",
+        responses: &[(200, "OpenAPI 3.0 document")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::OpenApi,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/status",
+        access: Some(Access::Read),
+        summary: "Host status and every plugin's desired and actual state",
+        responses: &[(200, "status")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Status,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/manifest",
+        access: Some(Access::Read),
+        summary: "The manifest applied last (the desired state), as TOML",
+        responses: &[
+            (200, "manifest text"),
+            (404, "the host was started without manifest text"),
+        ],
+        produces: "application/toml",
+        consumes: None,
+        handler: Handler::GetManifest,
+    },
+    Endpoint {
+        method: "PUT",
+        path: "/v1/manifest",
+        access: Some(Access::Write),
+        summary: "Apply a new manifest: the host reconciles to it with the fewest changes. Query `dry_run=true` only plans; `base=DIR` resolves relative paths (default: the running manifest's directory)",
+        responses: &[
+            (200, "apply report (check `succeeded`)"),
+            (400, "the manifest is invalid; nothing changed"),
+            (413, "the manifest is too large"),
+        ],
+        produces: "application/json",
+        consumes: Some("application/toml"),
+        handler: Handler::PutManifest,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/plugins",
+        access: Some(Access::Read),
+        summary: "Every plugin's status",
+        responses: &[(200, "plugin list")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::ListPlugins,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/plugins/{name}",
+        access: Some(Access::Read),
+        summary: "One plugin's status, including its swap and rollback history",
+        responses: &[(200, "plugin status"), (404, "no such plugin")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::GetPlugin,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/plugins/{name}/rollback",
+        access: Some(Access::Write),
+        summary: "Roll a plugin back to its previous version",
+        responses: &[
+            (200, "rolled back; the plugin's status"),
+            (404, "no such running plugin"),
+            (409, "no previous version to roll back to"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Rollback,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/ingest/{topic}",
+        access: Some(Access::Ingest),
+        summary: "Publish the request body on a bus topic (the rest of the path, `/` included); routes with `from = \"ingest/...\"` pick it up",
+        responses: &[
+            (202, "accepted"),
+            (400, "not a valid concrete topic"),
+            (413, "body larger than the bus limit"),
+        ],
+        produces: "application/json",
+        consumes: Some("application/octet-stream"),
+        handler: Handler::Ingest,
+    },
+];
+
+fn match_path<'a>(template: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    let mut rest = path.trim_start_matches('/');
+    for (i, seg) in t.iter().enumerate() {
+        let last = i + 1 == t.len();
+        let (head, tail) = match rest.split_once('/') {
+            // Only a trailing `{topic}` takes the rest of the path (topics have levels).
+            Some((h, tl)) if !(last && *seg == "{topic}") => (h, Some(tl)),
+            _ => (rest, None),
+        };
+        if seg.starts_with('{') {
+            if head.is_empty() {
+                return None;
+            }
+            params.push(head);
+        } else if *seg != head {
+            return None;
+        }
+        match (last, tail) {
+            (true, None) => return Some(params),
+            (true, Some(_)) | (false, None) => return None,
+            (false, Some(tl)) => rest = tl,
+        }
+    }
+    None
+}
+
+/// Tokens, re-read when the file changes so `outpost token add` works on a running host.
+struct Tokens {
+    path: PathBuf,
+    loaded: Mutex<(Option<SystemTime>, Option<TokenStore>)>,
+}
+
+impl Tokens {
+    fn verify(&self, token: &str) -> Option<Identity> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.1.is_none() || loaded.0 != mtime {
+            match TokenStore::open(&self.path) {
+                Ok(store) => *loaded = (mtime, Some(store)),
+                Err(e) => {
+                    // Keep the tokens that worked; a broken file must not lock operators out
+                    // or let anyone in.
+                    tracing::error!(error = %e, "token file unreadable; keeping the tokens loaded before");
+                    loaded.0 = mtime;
+                }
+            }
+        }
+        loaded.1.as_ref()?.verify(token)
+    }
+}
+
+struct ApiState {
+    appliance: Arc<Appliance>,
+    tokens: Tokens,
+}
+
+/// Where the management API ended up listening.
+#[derive(Debug, Clone)]
+pub struct ApiInfo {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Whether it serves TLS.
+    pub tls: bool,
+    /// The device CA clients should pin (TLS only).
+    pub ca_pem: Option<String>,
+    /// Where the CA is stored.
+    pub ca_path: Option<PathBuf>,
+    /// The operator token created on first start, if this start created it.
+    pub new_admin_token: Option<String>,
+}
+
+/// Starts the management API for `appliance` on `listen` (TLS with the device identity under
+/// `<data-dir>/tls` unless `tls` is false, which the manifest only allows on loopback).
+pub async fn start(
+    appliance: Arc<Appliance>,
+    listen: SocketAddr,
+    tls: bool,
+) -> Result<ApiInfo, RuntimeError> {
+    let data_dir = appliance.options().data_dir.clone();
+    let new_admin_token = outpost_security::ensure_admin(&data_dir)
+        .map_err(|e| RuntimeError::Service(format!("api tokens: {e}")))?;
+    if new_admin_token.is_some() {
+        tracing::warn!(
+            file = %data_dir.join(outpost_security::ADMIN_TOKEN_FILE).display(),
+            "created an operator token for the management API on first start"
+        );
+    }
+    let (acceptor, ca_pem, ca_path) = if tls {
+        let dir = data_dir.join("tls");
+        let identity = DeviceIdentity::load_or_create(&dir, &appliance.manifest().host.name)
+            .map_err(|e| RuntimeError::Service(format!("device identity: {e}")))?;
+        let acceptor = identity
+            .tls_acceptor()
+            .map_err(|e| RuntimeError::Service(format!("tls: {e}")))?;
+        (
+            Some(acceptor),
+            Some(identity.ca_pem().to_string()),
+            Some(dir.join(outpost_security::CA_FILE)),
+        )
+    } else {
+        if !listen.ip().is_loopback() {
+            return Err(RuntimeError::Service(format!(
+                "plain HTTP for the management API is only allowed on loopback, not {listen}"
+            )));
+        }
+        (None, None, None)
+    };
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        RuntimeError::Service(format!(
+            "cannot listen for the management API on {listen}: {e}"
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Service(format!("api listener: {e}")))?;
+    let state = Arc::new(ApiState {
+        appliance: appliance.clone(),
+        tokens: Tokens {
+            path: data_dir.join(TOKENS_FILE),
+            loaded: Mutex::new((None, None)),
+        },
+    });
+    let mut shutdown = appliance.shutdown_signal();
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api accept failed");
+                    continue;
+                }
+            };
+            let state = state.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                match acceptor {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => serve_connection(tls, state, peer).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "api tls handshake failed"),
+                    },
+                    None => serve_connection(stream, state, peer).await,
+                }
+            });
+        }
+    });
+    appliance.track(task);
+    tracing::info!(%addr, tls, "management API listening");
+    Ok(ApiInfo {
+        addr,
+        tls,
+        ca_pem,
+        ca_path,
+        new_admin_token,
+    })
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<ApiState>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "api connection ended with an error");
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+        format!("{{\"error\":\"cannot encode the response: {e}\"}}").into_bytes()
+    });
+    respond(status, "application/json", body)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+    json_response(status, &json!({ "error": message.to_string() }))
+}
+
+async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let mut path_known = false;
+    let mut found = None;
+    for ep in ENDPOINTS {
+        if let Some(params) = match_path(ep.path, &path) {
+            path_known = true;
+            if req.method().as_str() == ep.method {
+                found = Some((
+                    ep,
+                    params.into_iter().map(str::to_string).collect::<Vec<_>>(),
+                ));
+                break;
+            }
+        }
+    }
+    let Some((ep, params)) = found else {
+        return if path_known {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            )
+        } else {
+            error(StatusCode::NOT_FOUND, format!("no route {path}"))
+        };
+    };
+    let caller = match ep.access {
+        None => None,
+        Some(access) => {
+            let token = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer_token);
+            let Some(identity) = token.and_then(|t| state.tokens.verify(t)) else {
+                let mut resp = error(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid bearer token is required (Authorization: Bearer <token>)",
+                );
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            };
+            if !identity.role.may(access) {
+                tracing::warn!(%peer, token = %identity.name, role = %identity.role, method = ep.method, %path, "api call refused: role lacks access");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "token `{}` has role {}, which may not {} {}",
+                        identity.name, identity.role, ep.method, ep.path
+                    ),
+                );
+            }
+            Some(identity)
+        }
+    };
+    if ep.method != "GET" {
+        tracing::info!(%peer, token = caller.as_ref().map(|c| c.name.as_str()), method = ep.method, %path, "api call");
+    }
+    let app = &state.appliance;
+    match ep.handler {
+        Handler::Healthz => respond(StatusCode::OK, "text/plain", "ok\n"),
+        Handler::Metrics => {
+            let snapshot = app.metrics().await;
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::metrics::render(&app.manifest().host.name, &snapshot),
+            )
+        }
+        Handler::OpenApi => json_response(StatusCode::OK, &openapi()),
+        Handler::Status => json_response(
+            StatusCode::OK,
+            &json!({
+                "host": app.manifest().host.name,
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_secs": app.uptime_secs(),
+                "http_addr": app.http_addr(),
+                "plugins": app.status(),
+            }),
+        ),
+        Handler::GetManifest => match app.manifest_text() {
+            Some(text) => respond(StatusCode::OK, "application/toml", text),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "the host was started without manifest text",
+            ),
+        },
+        Handler::PutManifest => put_manifest(app, req).await,
+        Handler::ListPlugins => json_response(StatusCode::OK, &app.status()),
+        Handler::GetPlugin => match app.plugin_status(&params[0]) {
+            Some(s) => json_response(StatusCode::OK, &s),
+            None => error(StatusCode::NOT_FOUND, format!("no plugin `{}`", params[0])),
+        },
+        Handler::Rollback => {
+            let name = &params[0];
+            let Some(slot) = app.slot(name) else {
+                return error(StatusCode::NOT_FOUND, format!("no running plugin `{name}`"));
+            };
+            let who =
+                caller.map_or_else(|| "operator".into(), |c| format!("operator `{}`", c.name));
+            match slot.rollback(&format!("{who} request")) {
+                Ok(()) => json_response(StatusCode::OK, &app.plugin_status(name)),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
+        Handler::Ingest => ingest(app, &params[0], req).await,
+    }
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body refused (limit {limit} bytes): {e}"),
+        )),
+    }
+}
+
+async fn put_manifest(app: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
+    let dry_run = query_param(&req, "dry_run").is_some_and(|v| v == "true" || v == "1");
+    let base = query_param(&req, "base").map(PathBuf::from);
+    let body = match read_body(req, MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the manifest is not UTF-8 text");
+    };
+    let mut manifest = match Manifest::parse(&text, "manifest") {
+        Ok(m) => m,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": e.to_string(), "line": e.line, "column": e.column, "message": e.message }),
+            );
+        }
+    };
+    let base = match base {
+        Some(b) if b.is_absolute() => b,
+        Some(b) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("base `{}` must be an absolute directory", b.display()),
+            );
+        }
+        None => app.manifest().base_dir.clone(),
+    };
+    manifest.rebase(Path::new(&base));
+    match app.apply(manifest, Some(text), dry_run).await {
+        Ok(report) => {
+            let succeeded = report.succeeded();
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            value["succeeded"] = json!(succeeded);
+            json_response(StatusCode::OK, &value)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn ingest(app: &Arc<Appliance>, topic: &str, req: Request<Incoming>) -> Response<Body> {
+    let topic = percent_decode(topic);
+    let body = match read_body(req, MAX_BUS_PAYLOAD).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match app.bus().publish(INGEST_SOURCE, &topic, body.to_vec()) {
+        Ok(d) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "topic": topic, "delivered": d.delivered, "dropped": d.dropped }),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The OpenAPI 3.0 document of [`ENDPOINTS`].
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for ep in ENDPOINTS {
+        let params: Vec<_> = ep
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+            })
+            .collect();
+        let mut responses = serde_json::Map::new();
+        for (code, why) in ep.responses {
+            let mut r = json!({ "description": why });
+            if (200..300).contains(code) {
+                r["content"] = json!({ ep.produces: { "schema": schema_for(ep.produces) } });
+            } else {
+                r["content"] = json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } });
+            }
+            responses.insert(code.to_string(), r);
+        }
+        let mut op = json!({
+            "operationId": operation_id(ep),
+            "summary": ep.summary,
+            "responses": responses,
+        });
+        if let Some(access) = ep.access {
+            op["responses"]["401"] = json!({ "description": "no valid bearer token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+            op["responses"]["403"] = json!({ "description": "the token's role may not do this", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+            op["security"] = json!([{ "bearer": [] }]);
+            op["x-outpost-access"] = json!(format!("{access:?}").to_lowercase());
+        } else {
+            op["security"] = json!([]);
+        }
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        if ep.handler == Handler::PutManifest {
+            let extra = json!([
+                { "name": "dry_run", "in": "query", "required": false, "schema": { "type": "boolean" } },
+                { "name": "base", "in": "query", "required": false, "schema": { "type": "string" } }
+            ]);
+            op["parameters"] = extra;
+        }
+        if let Some(ct) = ep.consumes {
+            op["requestBody"] = json!({ "required": true, "content": { ct: { "schema": { "type": "string", "format": "binary" } } } });
+        }
+        let entry = paths
+            .entry(ep.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[ep.method.to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Outpost management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Manage an Outpost edge appliance: desired-state manifests, plugin status, rollback, ingest and metrics."
+        },
+        "servers": [{ "url": "https://127.0.0.1:7443" }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": { "type": "string" } }
+                }
+            }
+        },
+        "security": [{ "bearer": [] }]
+    })
+}
+
+fn schema_for(content_type: &str) -> serde_json::Value {
+    if content_type == "application/json" {
+        json!({ "type": "object" })
+    } else {
+        json!({ "type": "string" })
+    }
+}
+
+fn operation_id(ep: &Endpoint) -> String {
+    format!("{:?}", ep.handler)
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { c.to_ascii_lowercase() } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_templates_match_segments_and_ingest_takes_the_rest() {
+        assert_eq!(
+            match_path("/v1/plugins/{name}", "/v1/plugins/echo"),
+            Some(vec!["echo"])
+        );
+        assert_eq!(match_path("/v1/plugins/{name}", "/v1/plugins/echo/x"), None);
+        assert_eq!(match_path("/v1/plugins/{name}", "/v1/plugins/"), None);
+        assert_eq!(
+            match_path("/v1/plugins/{name}/rollback", "/v1/plugins/echo/rollback"),
+            Some(vec!["echo"])
+        );
+        assert_eq!(
+            match_path("/v1/ingest/{topic}", "/v1/ingest/cam/front/in"),
+            Some(vec!["cam/front/in"])
+        );
+        assert_eq!(match_path("/v1/status", "/v1/status"), Some(vec![]));
+        assert_eq!(match_path("/v1/status", "/v1/statusx"), None);
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_and_broken_ones_kept() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%23"), "#");
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route_with_its_method() {
+        let doc = openapi();
+        for ep in ENDPOINTS {
+            let op = &doc["paths"][ep.path][ep.method.to_lowercase()];
+            assert!(op.is_object(), "{} {} missing", ep.method, ep.path);
+            if ep.access.is_some() {
+                assert!(op["responses"]["401"].is_object());
+            }
+        }
+    }
+}

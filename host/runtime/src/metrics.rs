@@ -1,0 +1,295 @@
+//! Prometheus text exposition (format 0.0.4) of a [`MetricsSnapshot`].
+
+use std::fmt::Write;
+
+use crate::appliance::MetricsSnapshot;
+use crate::plugin::LATENCY_BUCKETS;
+
+/// A counter family read off each plugin: name, help, getter.
+type PluginCounter = (&'static str, &'static str, fn(&crate::PluginStatus) -> u64);
+/// A family read off each sink: name, type, help, getter.
+type SinkMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&outpost_services::SinkStats) -> u64,
+);
+
+/// Escapes a label value: backslash, double quote and newline.
+fn esc(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", esc(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Renders every metric of `m` for host `host`.
+pub fn render(host: &str, m: &MetricsSnapshot) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut f = Family { out: &mut out };
+
+    f.head("outpost_host_info", "gauge", "Host name and version.");
+    f.sample(
+        "outpost_host_info",
+        &[("host", host), ("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    f.head(
+        "outpost_uptime_seconds",
+        "gauge",
+        "Seconds since the host started.",
+    );
+    f.sample("outpost_uptime_seconds", &[], m.uptime_secs);
+    f.head(
+        "outpost_manifest_applies_total",
+        "counter",
+        "Manifests applied since start.",
+    );
+    f.sample("outpost_manifest_applies_total", &[], m.applies);
+
+    f.head(
+        "outpost_plugin_info",
+        "gauge",
+        "The version serving now and the state of each plugin (value 1).",
+    );
+    for p in &m.plugins {
+        f.sample(
+            "outpost_plugin_info",
+            &[
+                ("plugin", &p.name),
+                ("kind", &p.kind),
+                ("version", p.actual.version.as_deref().unwrap_or("")),
+                ("digest", p.actual.digest.as_deref().unwrap_or("")),
+                ("state", &p.state),
+            ],
+            1,
+        );
+    }
+    let counters: [PluginCounter; 6] = [
+        (
+            "outpost_plugin_calls_total",
+            "Calls made to the plugin.",
+            |p| p.stats.calls,
+        ),
+        (
+            "outpost_plugin_errors_total",
+            "Calls that failed, traps included.",
+            |p| p.stats.errors,
+        ),
+        (
+            "outpost_plugin_traps_total",
+            "Calls that trapped or broke a limit.",
+            |p| p.stats.traps,
+        ),
+        (
+            "outpost_plugin_swaps_total",
+            "Hot swaps to a new version.",
+            |p| p.swaps,
+        ),
+        (
+            "outpost_plugin_rollbacks_total",
+            "Rollbacks, manual and automatic.",
+            |p| p.rollbacks,
+        ),
+        (
+            "outpost_plugin_restarts_total",
+            "Job restarts under the restart policy.",
+            |p| p.restarts,
+        ),
+    ];
+    for (name, help, get) in counters {
+        f.head(name, "counter", help);
+        for p in &m.plugins {
+            f.sample(name, &[("plugin", &p.name)], get(p));
+        }
+    }
+    f.head(
+        "outpost_plugin_memory_peak_bytes",
+        "gauge",
+        "The most linear memory one instance of the serving version used.",
+    );
+    for p in &m.plugins {
+        f.sample(
+            "outpost_plugin_memory_peak_bytes",
+            &[("plugin", &p.name)],
+            p.stats.peak_memory_bytes,
+        );
+    }
+    f.head(
+        "outpost_plugin_call_duration_seconds",
+        "histogram",
+        "Call latency of the serving version.",
+    );
+    for p in &m.plugins {
+        let cumulative = &p.stats.latency_cumulative;
+        if cumulative.len() != LATENCY_BUCKETS.len() + 1 {
+            continue;
+        }
+        for (le, count) in LATENCY_BUCKETS.iter().zip(cumulative) {
+            f.sample(
+                "outpost_plugin_call_duration_seconds_bucket",
+                &[("plugin", &p.name), ("le", &le.to_string())],
+                count,
+            );
+        }
+        f.sample(
+            "outpost_plugin_call_duration_seconds_bucket",
+            &[("plugin", &p.name), ("le", "+Inf")],
+            p.stats.calls,
+        );
+        f.sample(
+            "outpost_plugin_call_duration_seconds_sum",
+            &[("plugin", &p.name)],
+            p.stats.busy_ns as f64 / 1e9,
+        );
+        f.sample(
+            "outpost_plugin_call_duration_seconds_count",
+            &[("plugin", &p.name)],
+            p.stats.calls,
+        );
+    }
+
+    f.head(
+        "outpost_bus_published_total",
+        "counter",
+        "Messages published on the bus.",
+    );
+    f.sample("outpost_bus_published_total", &[], m.bus_published);
+    f.head(
+        "outpost_bus_queue_depth",
+        "gauge",
+        "Messages waiting in a bus subscriber's queue.",
+    );
+    for s in &m.subscribers {
+        f.sample(
+            "outpost_bus_queue_depth",
+            &[("subscriber", &s.name)],
+            s.depth,
+        );
+    }
+    f.head(
+        "outpost_bus_dropped_total",
+        "counter",
+        "Messages a subscriber lost to a full queue.",
+    );
+    for s in &m.subscribers {
+        f.sample(
+            "outpost_bus_dropped_total",
+            &[("subscriber", &s.name)],
+            s.dropped,
+        );
+    }
+
+    f.head(
+        "outpost_route_forwarded_total",
+        "counter",
+        "Messages a route handed to its target.",
+    );
+    for r in &m.routes {
+        f.sample(
+            "outpost_route_forwarded_total",
+            &[("from", &r.from), ("to", &r.to)],
+            r.forwarded,
+        );
+    }
+    f.head(
+        "outpost_route_failed_total",
+        "counter",
+        "Messages a route's target refused.",
+    );
+    for r in &m.routes {
+        f.sample(
+            "outpost_route_failed_total",
+            &[("from", &r.from), ("to", &r.to)],
+            r.failed,
+        );
+    }
+
+    let sink_metrics: [SinkMetric; 7] = [
+        (
+            "outpost_sink_queue_depth",
+            "gauge",
+            "Messages waiting in the sink's store-and-forward spool.",
+            |s| s.spool.depth,
+        ),
+        (
+            "outpost_sink_queue_bytes",
+            "gauge",
+            "Bytes waiting in the spool.",
+            |s| s.spool.bytes,
+        ),
+        (
+            "outpost_sink_delivered_total",
+            "counter",
+            "Messages the peer acknowledged.",
+            |s| s.delivered,
+        ),
+        (
+            "outpost_sink_rejected_total",
+            "counter",
+            "Messages the peer refused for good.",
+            |s| s.rejected,
+        ),
+        (
+            "outpost_sink_expired_total",
+            "counter",
+            "Messages that outlived the spool TTL.",
+            |s| s.spool.expired,
+        ),
+        (
+            "outpost_sink_overflow_total",
+            "counter",
+            "Messages refused because the spool was full.",
+            |s| s.spool.overflowed,
+        ),
+        (
+            "outpost_sink_connected",
+            "gauge",
+            "1 while the sink's peer is reachable.",
+            |s| u64::from(s.connected),
+        ),
+    ];
+    for (name, kind, help, get) in sink_metrics {
+        f.head(name, kind, help);
+        for s in &m.sinks {
+            f.sample(name, &[("sink", &s.name)], get(s));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
