@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::deployment::{consume, deliver_to_pipeline};
+use crate::deployment::deliver_to_pipeline;
 use crate::error::RuntimeError;
 
 /// Queue length of each route's subscription.
@@ -276,40 +276,104 @@ fn start_route(
     let dropped = sub.dropped_counter();
     let counters = Arc::new(RouteCounters::default());
     let (stop, stopped) = watch::channel(false);
-    let target = spec.to.clone();
-    let (bus2, counters2, name2) = (bus.clone(), counters.clone(), name.clone());
-    let task = tokio::spawn(async move {
-        let on_message = move |msg: BusMessage| {
-            let (bus, counters, lookup, sink, target, publisher, name) = (
-                bus2.clone(),
-                counters2.clone(),
-                lookup.clone(),
-                sink.clone(),
-                target.clone(),
-                publisher.clone(),
-                name2.clone(),
-            );
-            async move {
-                if publisher.as_deref().is_some_and(|p| p != msg.source) || msg.source == name {
-                    return;
-                }
-                let ok = forward(&bus, &name, &target, sink.as_ref(), &lookup, &msg).await;
-                let counter = if ok {
-                    &counters.forwarded
-                } else {
-                    &counters.failed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        consume(sub, stopped, on_message).await;
-    });
+    let route = RouteWorker {
+        bus: bus.clone(),
+        name,
+        target: spec.to.clone(),
+        publisher,
+        sink,
+        lookup,
+        counters: counters.clone(),
+    };
+    let task = tokio::spawn(route.run(sub, stopped));
     RunningRoute {
         spec,
         counters,
         dropped,
         stop,
         task,
+    }
+}
+
+/// Most messages handed to a sink in one spool write.
+const SINK_BATCH: usize = 256;
+
+/// The task behind one route.
+struct RouteWorker {
+    bus: Bus,
+    name: String,
+    target: RouteTarget,
+    publisher: Option<String>,
+    sink: Option<Sink>,
+    lookup: PipelineLookup,
+    counters: Arc<RouteCounters>,
+}
+
+impl RouteWorker {
+    fn wanted(&self, msg: &BusMessage) -> bool {
+        self.publisher.as_deref().is_none_or(|p| p == msg.source) && msg.source != self.name
+    }
+
+    /// Forwards messages until stopped, then drains what is queued. Messages for a sink are
+    /// taken in batches (everything queued, up to [`SINK_BATCH`]) so one durable spool write
+    /// covers many of them.
+    async fn run(
+        self,
+        mut sub: outpost_services::Subscription,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut stopping = false;
+        loop {
+            let first = if stopping {
+                match sub.try_recv() {
+                    Some(m) => m,
+                    None => return,
+                }
+            } else {
+                tokio::select! {
+                    m = sub.recv() => match m { Some(m) => m, None => return },
+                    _ = stopped.changed() => { stopping = true; continue; }
+                }
+            };
+            let mut batch = vec![first];
+            if self.sink.is_some() {
+                while batch.len() < SINK_BATCH {
+                    match sub.try_recv() {
+                        Some(m) => batch.push(m),
+                        None => break,
+                    }
+                }
+            }
+            batch.retain(|m| self.wanted(m));
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(sink) = &self.sink {
+                let items: Vec<(&str, &[u8])> = batch
+                    .iter()
+                    .map(|m| (m.topic.as_str(), m.payload.as_slice()))
+                    .collect();
+                let n = items.len() as u64;
+                match sink.send_batch(&items) {
+                    Ok(_) => self.counters.forwarded.fetch_add(n, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(route = %self.name, sink = %sink.name(), error = %e, messages = n, "sink refused messages");
+                        self.counters.failed.fetch_add(n, Ordering::Relaxed)
+                    }
+                };
+                continue;
+            }
+            for msg in &batch {
+                let ok =
+                    forward(&self.bus, &self.name, &self.target, None, &self.lookup, msg).await;
+                let counter = if ok {
+                    &self.counters.forwarded
+                } else {
+                    &self.counters.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
