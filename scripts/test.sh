@@ -36,9 +36,11 @@ mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/test.log
 
 say "benchmarks (quick mode: they must run, figures are not asserted)"
-cargo bench -p outpost-runtime --bench runtime --locked -- --quick --noplot > target/bench-quick.log 2>&1 || {
-  tail -50 target/bench-quick.log; exit 1; }
-sed -n '/^ratios/,$p' target/bench-quick.log
+for bench in runtime operations; do
+  cargo bench -p outpost-runtime --bench "$bench" --locked -- --quick --noplot > "target/bench-$bench.log" 2>&1 || {
+    tail -50 "target/bench-$bench.log"; exit 1; }
+  sed -n '/^ratios/,$p' "target/bench-$bench.log"
+done
 
 # One closing line with the totals of every test binary and doc-test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
