@@ -6,7 +6,6 @@
 //! `viewer` reads, `operator` reads and writes, `ingest` may only post to `/v1/ingest/{topic}`.
 //! A call without a valid token is 401; a valid token without the role is 403.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use outpost_manifest::{INGEST_SOURCE, Manifest};
 use outpost_security::{Access, DeviceIdentity, Identity, TOKENS_FILE, TokenStore, bearer_token};
 use serde_json::json;
@@ -312,23 +310,13 @@ pub async fn start(
             loaded: Mutex::new((None, None)),
         },
     });
-    let mut shutdown = appliance.shutdown_signal();
-    let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.changed() => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "api accept failed");
-                    continue;
-                }
-            };
-            let state = state.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+    let task = tokio::spawn(crate::http::accept_until(
+        listener,
+        appliance.shutdown_signal(),
+        "api",
+        move |stream, peer| {
+            let (state, acceptor) = (state.clone(), acceptor.clone());
+            async move {
                 match acceptor {
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(tls) => serve_connection(tls, state, peer).await,
@@ -336,9 +324,9 @@ pub async fn start(
                     },
                     None => serve_connection(stream, state, peer).await,
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
     appliance.track(task);
     tracing::info!(%addr, tls, "management API listening");
     Ok(ApiInfo {
@@ -354,17 +342,11 @@ async fn serve_connection<S>(stream: S, state: Arc<ApiState>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
+    crate::http::serve_http1(stream, peer, move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
-        tracing::debug!(%peer, error = %e, "api connection ended with an error");
-    }
+        async move { handle(&state, req, peer).await }
+    })
+    .await
 }
 
 fn respond(

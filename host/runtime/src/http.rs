@@ -70,34 +70,63 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 pub async fn serve(
     listener: TcpListener,
     appliance: Arc<Appliance>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    accept_until(listener, shutdown, "http", move |stream, peer| {
+        let appliance = appliance.clone();
+        serve_http1(stream, peer, move |req| {
+            let appliance = appliance.clone();
+            async move { route(&appliance, req, peer).await }
+        })
+    })
+    .await
+}
+
+/// Accepts connections until `shutdown` turns true and runs `on_connection` for each in a task
+/// of its own. `what` names the listener in logs.
+pub(crate) async fn accept_until<F, Fut>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+    on_connection: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "http accept failed");
-                continue;
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(on_connection(stream, peer));
             }
-        };
-        let appliance = appliance.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let appliance = appliance.clone();
-                async move { Ok::<_, Infallible>(route(&appliance, req, peer).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
-        });
+            Err(e) => tracing::warn!(listener = what, error = %e, "accept failed"),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 with keep-alive on one connection, answering each request with `handle`.
+pub(crate) async fn serve_http1<S, H, Fut, B>(stream: S, peer: SocketAddr, handle: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
     }
 }
 
