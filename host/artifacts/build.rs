@@ -16,6 +16,9 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("HELLO_HTTP", "hello-http", "hello_http.wasm"),
     ("HOSTILE", "hostile", "hostile.wasm"),
     ("VERSIONED", "versioned", "versioned.wasm"),
+    ("OCR_PIPELINE", "ocr-pipeline", "ocr_pipeline.wasm"),
+    ("VAD_PIPELINE", "vad-pipeline", "vad_pipeline.wasm"),
+    ("NN_RUNNER", "nn-runner", "nn_runner.wasm"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -61,6 +61,10 @@ pub mod pipeline {
             "outpost:plugin/config@0.1.0": crate::host::outpost::plugin::config,
             "outpost:plugin/bus@0.1.0": crate::host::outpost::plugin::bus,
             "outpost:plugin/kv@0.1.0": crate::host::outpost::plugin::kv,
+            "wasi:nn/tensor@0.2.0-rc-2024-10-28": generate,
+            "wasi:nn/graph@0.2.0-rc-2024-10-28": generate,
+            "wasi:nn/inference@0.2.0-rc-2024-10-28": generate,
+            "wasi:nn/errors@0.2.0-rc-2024-10-28": generate,
         },
         pub_export_macro: true,
         export_macro_name: "export_pipeline",
@@ -104,6 +108,232 @@ pub mod network_function {
         default_bindings_module: "outpost_sdk::network_function",
     });
     pub use outpost::plugin::tables::{Table, open as open_table};
+}
+
+/// Inference through `wasi:nn` (pipeline plugins): load a model the operator granted by name,
+/// feed tensors, read tensors back. The host picks the engine (ONNX Runtime or tract) and the
+/// execution target (CPU or GPU); the plugin only names the model.
+///
+/// ```ignore
+/// let model = outpost_sdk::nn::Model::load("squeezenet")?;
+/// let mut ctx = model.context()?;
+/// let outputs = ctx.compute(&[("data", Input::f32(&[1, 3, 224, 224], &pixels))])?;
+/// let scores = outputs[0].to_f32()?;
+/// ```
+#[cfg(feature = "pipeline")]
+pub mod nn {
+    use alloc::format;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use core::fmt;
+
+    pub use crate::pipeline::wasi::nn::errors::ErrorCode;
+    pub use crate::pipeline::wasi::nn::tensor::TensorType;
+    use crate::pipeline::wasi::nn::{errors, graph, inference, tensor};
+
+    /// A failed `wasi:nn` call: the spec's error code and the host's explanation.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct NnError {
+        /// The `wasi:nn` error code.
+        pub code: ErrorCode,
+        /// What the host said went wrong.
+        pub message: String,
+    }
+
+    impl NnError {
+        fn from_resource(error: errors::Error) -> Self {
+            NnError {
+                code: error.code(),
+                message: error.data(),
+            }
+        }
+        /// An error raised by the plugin itself (a malformed output, say).
+        pub fn plugin(message: impl Into<String>) -> Self {
+            NnError {
+                code: ErrorCode::InvalidArgument,
+                message: message.into(),
+            }
+        }
+    }
+
+    impl fmt::Display for NnError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{:?}: {}", self.code, self.message)
+        }
+    }
+
+    /// A model (graph) loaded by name from the host's registry.
+    pub struct Model {
+        graph: graph::Graph,
+    }
+
+    impl Model {
+        /// Loads the model the manifest declares as `name` (it must be in `grants.models`).
+        pub fn load(name: &str) -> Result<Model, NnError> {
+            graph::load_by_name(name)
+                .map(|graph| Model { graph })
+                .map_err(NnError::from_resource)
+        }
+
+        /// Loads a model from bytes (needs `grants.nn.load_bytes`; the host caps the size).
+        pub fn from_onnx_bytes(bytes: &[u8]) -> Result<Model, NnError> {
+            let builders = [bytes.to_vec()];
+            graph::load(
+                &builders,
+                graph::GraphEncoding::Onnx,
+                graph::ExecutionTarget::Cpu,
+            )
+            .map(|graph| Model { graph })
+            .map_err(NnError::from_resource)
+        }
+
+        /// A new execution context for this model.
+        pub fn context(&self) -> Result<Context, NnError> {
+            self.graph
+                .init_execution_context()
+                .map(|ctx| Context { ctx })
+                .map_err(NnError::from_resource)
+        }
+    }
+
+    /// An execution context: where inference runs.
+    pub struct Context {
+        ctx: inference::GraphExecutionContext,
+    }
+
+    /// An input tensor: element type, dimensions and little-endian element bytes.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Input {
+        /// Element type.
+        pub ty: TensorType,
+        /// Dimensions.
+        pub dims: Vec<u32>,
+        /// Little-endian element bytes.
+        pub data: Vec<u8>,
+    }
+
+    macro_rules! input_ctor {
+        ($name:ident, $t:ty, $ty:expr) => {
+            #[doc = concat!("A tensor of `", stringify!($t), "` elements.")]
+            pub fn $name(dims: &[u32], values: &[$t]) -> Input {
+                let mut data = Vec::with_capacity(values.len() * core::mem::size_of::<$t>());
+                for v in values {
+                    data.extend_from_slice(&v.to_le_bytes());
+                }
+                Input {
+                    ty: $ty,
+                    dims: dims.to_vec(),
+                    data,
+                }
+            }
+        };
+    }
+
+    impl Input {
+        input_ctor!(f32, f32, TensorType::Fp32);
+        input_ctor!(f64, f64, TensorType::Fp64);
+        input_ctor!(i32, i32, TensorType::I32);
+        input_ctor!(i64, i64, TensorType::I64);
+
+        /// A tensor of `u8` elements.
+        pub fn u8(dims: &[u32], values: &[u8]) -> Input {
+            Input {
+                ty: TensorType::U8,
+                dims: dims.to_vec(),
+                data: values.to_vec(),
+            }
+        }
+
+        /// A tensor from raw parts (any element type, including f16 and bf16).
+        pub fn raw(ty: TensorType, dims: &[u32], data: Vec<u8>) -> Input {
+            Input {
+                ty,
+                dims: dims.to_vec(),
+                data,
+            }
+        }
+    }
+
+    /// An output tensor, copied out of the host.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Output {
+        /// The output's name in the model.
+        pub name: String,
+        /// Element type.
+        pub ty: TensorType,
+        /// Dimensions.
+        pub dims: Vec<u32>,
+        /// Little-endian element bytes.
+        pub data: Vec<u8>,
+    }
+
+    macro_rules! output_reader {
+        ($name:ident, $t:ty, $ty:pat) => {
+            #[doc = concat!("The elements as `", stringify!($t), "` (the type must match).")]
+            pub fn $name(&self) -> Result<Vec<$t>, NnError> {
+                if !matches!(self.ty, $ty) {
+                    return Err(NnError::plugin(format!(
+                        "output {} is {:?}, not {}",
+                        self.name,
+                        self.ty,
+                        stringify!($t)
+                    )));
+                }
+                const N: usize = core::mem::size_of::<$t>();
+                Ok(self
+                    .data
+                    .chunks_exact(N)
+                    .map(|c| {
+                        let mut b = [0u8; N];
+                        b.copy_from_slice(c);
+                        <$t>::from_le_bytes(b)
+                    })
+                    .collect())
+            }
+        };
+    }
+
+    impl Output {
+        output_reader!(to_f32, f32, TensorType::Fp32);
+        output_reader!(to_f64, f64, TensorType::Fp64);
+        output_reader!(to_i32, i32, TensorType::I32);
+        output_reader!(to_i64, i64, TensorType::I64);
+
+        /// Number of elements the dimensions describe.
+        pub fn len(&self) -> usize {
+            self.dims.iter().map(|d| *d as usize).product()
+        }
+
+        /// Whether the tensor has no elements.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    }
+
+    impl Context {
+        /// Runs the model on named inputs and returns every output, in the model's order.
+        pub fn compute(&mut self, inputs: &[(&str, Input)]) -> Result<Vec<Output>, NnError> {
+            let named: Vec<(String, tensor::Tensor)> = inputs
+                .iter()
+                .map(|(name, input)| {
+                    (
+                        name.to_string(),
+                        tensor::Tensor::new(&input.dims, input.ty, &input.data),
+                    )
+                })
+                .collect();
+            let outputs = self.ctx.compute(named).map_err(NnError::from_resource)?;
+            Ok(outputs
+                .into_iter()
+                .map(|(name, t)| Output {
+                    name,
+                    ty: t.ty(),
+                    dims: t.dimensions(),
+                    data: t.data(),
+                })
+                .collect())
+        }
+    }
 }
 
 /// Structured logging into the host's log, tagged with the plugin's name.
