@@ -1,1 +1,4 @@
-//! Conformance suites live in tests/.
+//! Conformance suites live in tests/. This crate holds what they share: the tensor bundle format
+//! the `nn-runner` test plugin speaks.
+
+pub mod bundle;

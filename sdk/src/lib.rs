@@ -156,9 +156,24 @@ pub mod nn {
         }
     }
 
+    /// The spec's name of an error code, in `PascalCase` (`InvalidArgument`, `NotFound`, ...).
+    pub fn code_name(code: ErrorCode) -> &'static str {
+        match code {
+            ErrorCode::InvalidArgument => "InvalidArgument",
+            ErrorCode::InvalidEncoding => "InvalidEncoding",
+            ErrorCode::Timeout => "Timeout",
+            ErrorCode::RuntimeError => "RuntimeError",
+            ErrorCode::UnsupportedOperation => "UnsupportedOperation",
+            ErrorCode::TooLarge => "TooLarge",
+            ErrorCode::NotFound => "NotFound",
+            ErrorCode::Security => "Security",
+            ErrorCode::Unknown => "Unknown",
+        }
+    }
+
     impl fmt::Display for NnError {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{:?}: {}", self.code, self.message)
+            write!(f, "{}: {}", code_name(self.code), self.message)
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Manifest {
     pub sinks: BTreeMap<String, SinkSpec>,
     /// Routes, in manifest order: sources connected to plugins, topics and sinks.
     pub routes: Vec<RouteSpec>,
+    /// Models (`[[models]]`) by name: graphs the host preloads for `wasi:nn` `load-by-name`.
+    pub models: BTreeMap<String, ModelSpec>,
     /// Directory that relative paths in the manifest are resolved against.
     pub base_dir: PathBuf,
 }
@@ -58,6 +60,74 @@ pub struct HostSettings {
     pub log_topics: Vec<TopicPattern>,
     /// The management API.
     pub api: ApiSettings,
+    /// Inference engines (`[host.nn]`).
+    pub nn: NnSettings,
+}
+
+/// Inference settings (`[host.nn]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NnSettings {
+    /// The ONNX Runtime shared library (`libonnxruntime.so.1.x`). When unset, the host uses
+    /// `ORT_DYLIB_PATH`; with neither, ONNX Runtime is unavailable and `auto` models use tract.
+    pub onnxruntime: Option<PathBuf>,
+}
+
+/// A model the host preloads (`[[models]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Name plugins pass to `load-by-name`, and list in `grants.models`.
+    pub name: String,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// Expected SHA-256 of the file (lower-case hex); a file that differs is not loaded.
+    pub sha256: String,
+    /// Which engine runs it.
+    pub engine: ModelEngine,
+    /// Where it runs; the host falls back to CPU (and says so) when the target is missing.
+    pub target: ModelTarget,
+    /// Intra-op threads per inference; `None` lets the engine decide.
+    pub threads: Option<u32>,
+    /// Most computes that run on this model at once (ONNX Runtime sessions in its pool).
+    pub sessions: u32,
+}
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelEngine {
+    /// ONNX Runtime when its library is available, tract otherwise.
+    Auto,
+    /// ONNX Runtime (the library must be available).
+    OnnxRuntime,
+    /// tract, the pure-Rust engine built into the host.
+    Tract,
+}
+
+impl std::fmt::Display for ModelEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelEngine::Auto => "auto",
+            ModelEngine::OnnxRuntime => "onnxruntime",
+            ModelEngine::Tract => "tract",
+        })
+    }
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelTarget {
+    /// The CPU.
+    Cpu,
+    /// A GPU (CUDA through ONNX Runtime).
+    Gpu,
+}
+
+impl std::fmt::Display for ModelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelTarget::Cpu => "cpu",
+            ModelTarget::Gpu => "gpu",
+        })
+    }
 }
 
 /// Where and how the management API listens (`[host.api]`).
@@ -342,6 +412,17 @@ pub struct Grants {
     pub bus: BusGrant,
     /// A key-value namespace, if granted.
     pub kv: Option<KvGrant>,
+    /// Models (by `[[models]]` name) the plugin may `load-by-name`.
+    pub models: Vec<String>,
+    /// Loading arbitrary model bytes with `wasi:nn` `load`; off unless granted.
+    pub nn_load: Option<NnLoadGrant>,
+}
+
+/// Permission to load model bytes the plugin supplies (`grants.nn = { load = true, max_mb = N }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NnLoadGrant {
+    /// Largest model accepted, in bytes.
+    pub max_bytes: u64,
 }
 
 /// A host directory preopened into the guest.
@@ -450,6 +531,9 @@ pub struct Limits {
     pub table_elements: u32,
     /// Most bytes a call may return to the host.
     pub output_bytes: u64,
+    /// Most `wasi:nn` computes the plugin runs at once (all its instances together); more
+    /// wait their turn, so one tenant cannot take every inference slot.
+    pub inference_concurrency: u32,
 }
 
 impl Default for Limits {
@@ -459,6 +543,7 @@ impl Default for Limits {
             deadline_ms: 1_000,
             table_elements: 10_000,
             output_bytes: 16 << 20,
+            inference_concurrency: 2,
         }
     }
 }
@@ -497,6 +582,12 @@ impl Manifest {
         };
         self.base_dir = base.to_path_buf();
         self.host.plugin_dirs.iter_mut().for_each(join);
+        if let Some(lib) = &mut self.host.nn.onnxruntime {
+            join(lib);
+        }
+        for model in self.models.values_mut() {
+            join(&mut model.path);
+        }
         for plugin in self.plugins.values_mut() {
             for dir in &mut plugin.grants.dirs {
                 join(&mut dir.host);

@@ -8,9 +8,10 @@ use toml::Spanned;
 
 use crate::{
     ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
-    KvGrant, Limits, MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, NetGrant,
-    PluginKind, PluginSpec, RestartPolicy, RestartSpec, RollbackSpec, RouteSource, RouteSpec,
-    RouteTarget, SinkSpec, SinkTargetSpec, TimerSpec, TopicPattern,
+    KvGrant, Limits, MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, ModelEngine,
+    ModelSpec, ModelTarget, NetGrant, NnLoadGrant, NnSettings, PluginKind, PluginSpec,
+    RestartPolicy, RestartSpec, RollbackSpec, RouteSource, RouteSpec, RouteTarget, SinkSpec,
+    SinkTargetSpec, TimerSpec, TopicPattern,
 };
 
 #[derive(Deserialize)]
@@ -26,6 +27,53 @@ struct RawManifest {
     sinks: BTreeMap<Spanned<String>, Spanned<RawSink>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    models: Vec<Spanned<RawModel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: Spanned<String>,
+    path: PathBuf,
+    sha256: Spanned<String>,
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
+    target: RawTarget,
+    threads: Option<Spanned<u32>>,
+    sessions: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum RawEngine {
+    #[default]
+    Auto,
+    Onnxruntime,
+    Tract,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum RawTarget {
+    #[default]
+    Cpu,
+    Gpu,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNn {
+    onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNnGrant {
+    #[serde(default)]
+    load: bool,
+    max_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +154,8 @@ struct RawHost {
     #[serde(default)]
     log_topics: Vec<Spanned<String>>,
     api: Option<Spanned<RawApi>>,
+    #[serde(default)]
+    nn: RawNn,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +215,9 @@ struct RawGrants {
     #[serde(default)]
     bus: RawBus,
     kv: Option<Spanned<RawKv>>,
+    #[serde(default)]
+    models: Vec<Spanned<String>>,
+    nn: Option<Spanned<RawNnGrant>>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +271,7 @@ struct RawLimits {
     deadline_ms: Option<Spanned<u64>>,
     table_elements: Option<Spanned<u32>>,
     output_mb: Option<Spanned<u64>>,
+    inference_concurrency: Option<Spanned<u32>>,
 }
 
 const DEFAULT_KV_QUOTA_KB: u64 = 16 * 1024;
@@ -278,12 +332,17 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         http_listen,
         log_topics,
         api,
+        nn: NnSettings {
+            onnxruntime: raw.host.nn.onnxruntime,
+        },
     };
+
+    let models = check_models(&c, raw.models)?;
 
     let mut plugins = BTreeMap::new();
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
     for (name, plugin) in raw.plugins {
-        let spec = check_plugin(&c, &name, plugin)?;
+        let spec = check_plugin(&c, &name, plugin, &models)?;
         if let Some(route) = &spec.route
             && let Some(other) = routes.insert(route.clone(), spec.name.clone())
         {
@@ -373,8 +432,81 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         timers,
         sinks,
         routes: checked_routes,
+        models,
         base_dir: PathBuf::from("."),
     })
+}
+
+/// Largest model a plugin may be granted to load from its own bytes.
+const MAX_NN_LOAD_MB: u64 = 4096;
+
+fn check_models(
+    c: &Checker<'_>,
+    raw: Vec<Spanned<RawModel>>,
+) -> Result<BTreeMap<String, ModelSpec>, ManifestError> {
+    let mut models = BTreeMap::new();
+    for (i, model) in raw.into_iter().enumerate() {
+        let span = model.span();
+        let m = model.into_inner();
+        check_name(c, &m.name, "models")?;
+        let name = m.name.get_ref().clone();
+        let sha = m.sha256.get_ref().to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return c.err(
+                m.sha256.span(),
+                format!(
+                    "models[{i}].sha256: `{}` is not 64 hex digits",
+                    m.sha256.get_ref()
+                ),
+            );
+        }
+        if m.path.as_os_str().is_empty() {
+            return c.err(span, format!("models[{i}].path: empty path"));
+        }
+        let threads = match m.threads {
+            Some(t) if !(1..=256).contains(t.get_ref()) => {
+                return c.err(
+                    t.span(),
+                    format!("models[{i}].threads: {} is outside 1..=256", t.get_ref()),
+                );
+            }
+            Some(t) => Some(t.into_inner()),
+            None => None,
+        };
+        let sessions = match m.sessions {
+            Some(s) if !(1..=64).contains(s.get_ref()) => {
+                return c.err(
+                    s.span(),
+                    format!("models[{i}].sessions: {} is outside 1..=64", s.get_ref()),
+                );
+            }
+            Some(s) => s.into_inner(),
+            None => 4,
+        };
+        let spec = ModelSpec {
+            name: name.clone(),
+            path: m.path,
+            sha256: sha,
+            engine: match m.engine {
+                RawEngine::Auto => ModelEngine::Auto,
+                RawEngine::Onnxruntime => ModelEngine::OnnxRuntime,
+                RawEngine::Tract => ModelEngine::Tract,
+            },
+            target: match m.target {
+                RawTarget::Cpu => ModelTarget::Cpu,
+                RawTarget::Gpu => ModelTarget::Gpu,
+            },
+            threads,
+            sessions,
+        };
+        if models.insert(name.clone(), spec).is_some() {
+            return c.err(
+                m.name.span(),
+                format!("models[{i}].name: `{name}` is declared twice"),
+            );
+        }
+    }
+    Ok(models)
 }
 
 fn check_api(c: &Checker<'_>, raw: Option<Spanned<RawApi>>) -> Result<ApiSettings, ManifestError> {
@@ -601,6 +733,7 @@ fn check_plugin(
     c: &Checker<'_>,
     name: &Spanned<String>,
     raw: RawPlugin,
+    models: &BTreeMap<String, ModelSpec>,
 ) -> Result<PluginSpec, ManifestError> {
     let n = name.get_ref();
     let valid_name = !n.is_empty()
@@ -663,7 +796,7 @@ fn check_plugin(
         );
     }
 
-    let grants = check_grants(c, n, kind, raw.grants)?;
+    let grants = check_grants(c, n, kind, raw.grants, models)?;
     let limits = check_limits(c, n, raw.limits)?;
     let health = match raw.health {
         Some(h) if kind != PluginKind::Pipeline => {
@@ -770,6 +903,7 @@ fn check_grants(
     n: &str,
     kind: PluginKind,
     raw: RawGrants,
+    models: &BTreeMap<String, ModelSpec>,
 ) -> Result<Grants, ManifestError> {
     let mut dirs = Vec::new();
     for dir in raw.dirs {
@@ -868,6 +1002,63 @@ fn check_grants(
         None => None,
     };
 
+    let mut granted_models = Vec::new();
+    for model in raw.models {
+        if !models.contains_key(model.get_ref()) {
+            let known: Vec<&str> = models.keys().map(String::as_str).collect();
+            return c.err(
+                model.span(),
+                format!(
+                    "plugins.{n}.grants.models: no model named `{}` (declared: {})",
+                    model.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if kind != PluginKind::Pipeline {
+            return c.err(
+                model.span(),
+                format!(
+                    "plugins.{n}.grants.models: only pipelines run models, this plugin is {kind}"
+                ),
+            );
+        }
+        if !granted_models.contains(model.get_ref()) {
+            granted_models.push(model.into_inner());
+        }
+    }
+    let nn_load = match raw.nn {
+        Some(nn) => {
+            let span = nn.span();
+            let nn = nn.into_inner();
+            if kind != PluginKind::Pipeline {
+                return c.err(
+                    span,
+                    format!(
+                        "plugins.{n}.grants.nn: only pipelines run models, this plugin is {kind}"
+                    ),
+                );
+            }
+            let max_mb = nn.max_mb.unwrap_or(64);
+            if max_mb == 0 || max_mb > MAX_NN_LOAD_MB {
+                return c.err(
+                    span,
+                    format!(
+                        "plugins.{n}.grants.nn.max_mb: {max_mb} is outside 1..={MAX_NN_LOAD_MB}"
+                    ),
+                );
+            }
+            nn.load.then_some(NnLoadGrant {
+                max_bytes: max_mb << 20,
+            })
+        }
+        None => None,
+    };
+
     Ok(Grants {
         dirs,
         net: NetGrant {
@@ -877,6 +1068,8 @@ fn check_grants(
         env,
         bus,
         kv,
+        models: granted_models,
+        nn_load,
     })
 }
 
@@ -931,6 +1124,18 @@ fn check_limits(c: &Checker<'_>, n: &str, raw: RawLimits) -> Result<Limits, Mani
             );
         }
         limits.output_bytes = mb.get_ref() << 20;
+    }
+    if let Some(k) = raw.inference_concurrency {
+        if *k.get_ref() == 0 || *k.get_ref() > 256 {
+            return c.err(
+                k.span(),
+                format!(
+                    "plugins.{n}.limits.inference_concurrency: {} is outside 1..=256",
+                    k.get_ref()
+                ),
+            );
+        }
+        limits.inference_concurrency = *k.get_ref();
     }
     Ok(limits)
 }

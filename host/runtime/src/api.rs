@@ -101,7 +101,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "GET",
         path: "/v1/status",
         access: Some(Access::Read),
-        summary: "Host status and every plugin's desired and actual state",
+        summary: "Host status, every plugin's desired and actual state, and the models",
         responses: &[(200, "status")],
         produces: "application/json",
         consumes: None,
@@ -451,6 +451,8 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 "uptime_secs": app.uptime_secs(),
                 "http_addr": app.http_addr(),
                 "plugins": app.status(),
+                "models": app.models(),
+                "inference": app.inference_runtime(),
             }),
         ),
         Handler::GetManifest => match app.manifest_text() {

@@ -29,6 +29,8 @@ use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
 use crate::state::{PluginContext, StoreState};
+use outpost_inference::host::{NnPolicy, SharedRegistry};
+use outpost_inference::{ModelRegistry, ModelStatus, RuntimeStatus};
 
 /// Largest bus message.
 pub const MAX_BUS_PAYLOAD: usize = 4 << 20;
@@ -105,6 +107,8 @@ pub struct PluginStatus {
     pub rollbacks: u64,
     /// Swap, rejection and rollback history, oldest first.
     pub events: Vec<SlotEvent>,
+    /// `wasi:nn` computes of the version serving now, for plugins that run models.
+    pub inference: Option<outpost_inference::StatsSnapshot>,
 }
 
 /// What an apply did (or, for a dry run, would do) to one plugin.
@@ -136,6 +140,8 @@ pub struct ApplyReport {
     pub unchanged: Vec<String>,
     /// Route, timer and sink changes.
     pub routing: Vec<String>,
+    /// Model changes (`added ocr-det`, `reloaded ocr-det`, `removed ocr-det`, `failed ...`).
+    pub models: Vec<String>,
     /// Things that only take effect after a restart of the host.
     pub warnings: Vec<String>,
 }
@@ -164,6 +170,10 @@ pub struct MetricsSnapshot {
     pub applies: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Declared models.
+    pub models: Vec<ModelStatus>,
+    /// Per-model compute counters.
+    pub model_stats: Vec<(String, outpost_inference::StatsSnapshot)>,
 }
 
 /// A running appliance.
@@ -178,6 +188,8 @@ pub struct Appliance {
     desired: ArcSwap<Manifest>,
     desired_text: Mutex<Option<String>>,
     deployments: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    /// Models for `wasi:nn`, swapped whole when the manifest's `[[models]]` change.
+    models: SharedRegistry,
     http_routes: ArcSwap<Vec<HttpRoute>>,
     routing: tokio::sync::Mutex<Routing>,
     topic_log: Mutex<Option<Consumer0>>,
@@ -194,6 +206,24 @@ pub struct Appliance {
 struct Consumer0 {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+/// What changes between two manifests' `[[models]]`.
+fn model_changes(current: &Manifest, new: &Manifest) -> Vec<String> {
+    let mut changes = Vec::new();
+    for (name, spec) in &new.models {
+        match current.models.get(name) {
+            None => changes.push(format!("added {name}")),
+            Some(old) if old != spec => changes.push(format!("reloaded {name}")),
+            Some(_) => {}
+        }
+    }
+    for name in current.models.keys() {
+        if !new.models.contains_key(name) {
+            changes.push(format!("removed {name}"));
+        }
+    }
+    changes
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -238,6 +268,7 @@ impl Appliance {
             desired: ArcSwap::from_pointee(empty),
             desired_text: Mutex::new(None),
             deployments: RwLock::default(),
+            models: Arc::new(ArcSwap::from_pointee(ModelRegistry::empty())),
             http_routes: ArcSwap::from_pointee(Vec::new()),
             routing: tokio::sync::Mutex::new(Routing::empty()),
             topic_log: Mutex::new(None),
@@ -316,7 +347,7 @@ impl Appliance {
     }
 
     fn load_plugin(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Arc<Plugin>, RuntimeError> {
-        let ctx = PluginContext::new(
+        let mut ctx = PluginContext::new(
             &spec.name,
             spec.kind,
             spec.config.clone(),
@@ -328,6 +359,15 @@ impl Appliance {
                 .as_ref()
                 .map(|g| self.kv.namespace(&g.namespace, g.quota_bytes)),
         );
+        if !spec.grants.models.is_empty() || spec.grants.nn_load.is_some() {
+            ctx = ctx.with_nn(NnPolicy::new(
+                &spec.name,
+                spec.grants.models.clone(),
+                spec.grants.nn_load,
+                spec.limits.inference_concurrency,
+                self.models.clone(),
+            ));
+        }
         Plugin::load(&self.engine, &self.cache, &self.linker, spec, ctx, bytes).map(Arc::new)
     }
 
@@ -412,6 +452,7 @@ impl Appliance {
             plugins: Vec::new(),
             unchanged: Vec::new(),
             routing: Vec::new(),
+            models: Vec::new(),
             warnings: Vec::new(),
         };
         if manifest.host.http_listen != current.host.http_listen && self.http_addr().is_some() {
@@ -466,7 +507,13 @@ impl Appliance {
         }
         let routing_changes = Routing::differs(&current, &manifest)
             || manifest.host.log_topics != current.host.log_topics;
-        report.changed = !steps.is_empty() || routing_changes;
+        report.models = model_changes(&current, &manifest);
+        if manifest.host.nn != current.host.nn && self.http_addr().is_some() {
+            report.warnings.push(
+                "host.nn changed: ONNX Runtime is loaded once per process; a new library takes effect when the host restarts".into(),
+            );
+        }
+        report.changed = !steps.is_empty() || routing_changes || !report.models.is_empty();
 
         if dry_run {
             for step in &steps {
@@ -483,6 +530,25 @@ impl Appliance {
                     .push("routes, timers, sinks or log topics change".into());
             }
             return Ok(report);
+        }
+
+        // Models first: plugins added or updated by this apply may load them.
+        if !report.models.is_empty() || manifest.host.nn != current.host.nn {
+            let previous = self.models.load_full();
+            let specs = manifest.models.clone();
+            let nn = manifest.host.nn.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || ModelRegistry::load(&specs, &nn, &previous))
+                    .await
+                    .map_err(|e| RuntimeError::Service(format!("loading models: {e}")))?;
+            for status in loaded.statuses() {
+                if let Some(error) = &status.error {
+                    report
+                        .models
+                        .push(format!("failed {}: {error}", status.name));
+                }
+            }
+            self.models.store(Arc::new(loaded));
         }
 
         for step in steps {
@@ -729,6 +795,7 @@ impl Appliance {
             swaps: 0,
             rollbacks: 0,
             events: Vec::new(),
+            inference: None,
         };
         match &d.runner {
             Runner::Slot(slot) => {
@@ -750,6 +817,7 @@ impl Appliance {
                 }
                 .into();
                 status.stats = p.stats();
+                status.inference = p.context().nn.as_ref().map(|nn| nn.stats.snapshot());
                 status.last_error = apply_error.or_else(|| status.stats.last_error.clone());
                 let counters = slot.counters();
                 status.swaps = counters.swaps;
@@ -786,6 +854,25 @@ impl Appliance {
         deployments.iter().map(|d| Self::status_of(d)).collect()
     }
 
+    /// Every declared model's status.
+    pub fn models(&self) -> Vec<ModelStatus> {
+        self.models.load().statuses()
+    }
+
+    /// ONNX Runtime's state (library, CUDA).
+    pub fn inference_runtime(&self) -> RuntimeStatus {
+        self.models.load().runtime().clone()
+    }
+
+    /// Per-model compute counters.
+    pub fn model_stats(&self) -> Vec<(String, outpost_inference::StatsSnapshot)> {
+        self.models
+            .load()
+            .models()
+            .map(|m| (m.spec.name.clone(), m.stats.snapshot()))
+            .collect()
+    }
+
     /// Everything `/metrics` shows.
     pub async fn metrics(&self) -> MetricsSnapshot {
         let routing = self.routing.lock().await;
@@ -797,6 +884,8 @@ impl Appliance {
             sinks: routing.sink_stats(),
             applies: self.applies.load(std::sync::atomic::Ordering::Relaxed),
             uptime_secs: self.uptime_secs(),
+            models: self.models(),
+            model_stats: self.model_stats(),
         }
     }
 

@@ -96,6 +96,14 @@ pub fn requirement(interface: &str, kind: PluginKind) -> Requirement {
             }
             _ => Requirement::Unsupported,
         },
+        "wasi:nn" if version == Some("0.2.0-rc-2024-10-28") && kind == PluginKind::Pipeline => {
+            match iface {
+                "tensor" | "errors" | "inference" | "graph" => {
+                    Requirement::Grant("a model", "grants.models")
+                }
+                _ => Requirement::Unsupported,
+            }
+        }
         "wasi:filesystem" if wasi_02 => Requirement::Grant("a directory", "grants.dirs"),
         "wasi:sockets" if wasi_02 => Requirement::Grant("network access", "grants.net"),
         "wasi:http" if wasi_02 && kind == PluginKind::Http => match iface {
@@ -113,6 +121,7 @@ fn granted(key: &str, grants: &Grants) -> bool {
         "grants.kv" => grants.kv.is_some(),
         "grants.dirs" => !grants.dirs.is_empty(),
         "grants.net" => !grants.net.is_empty(),
+        "grants.models" => !grants.models.is_empty() || grants.nn_load.is_some(),
         _ => false,
     }
 }
@@ -254,6 +263,58 @@ mod tests {
             ImportPolicy::Strict,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn wasi_nn_needs_a_model_grant_and_is_only_for_pipelines() {
+        let graph = "wasi:nn/graph@0.2.0-rc-2024-10-28";
+        assert!(matches!(
+            check_imports(
+                "p",
+                PluginKind::Pipeline,
+                [graph],
+                &Grants::default(),
+                ImportPolicy::Strict
+            ),
+            Err(CapabilityError::NotGranted {
+                hint: "grants.models",
+                ..
+            })
+        ));
+        let grants = Grants {
+            models: vec!["det".into()],
+            ..Grants::default()
+        };
+        assert!(
+            check_imports(
+                "p",
+                PluginKind::Pipeline,
+                [graph],
+                &grants,
+                ImportPolicy::Strict
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            check_imports(
+                "p",
+                PluginKind::Http,
+                [graph],
+                &grants,
+                ImportPolicy::Strict
+            ),
+            Err(CapabilityError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            check_imports(
+                "p",
+                PluginKind::Pipeline,
+                ["wasi:nn/graph@0.3.0"],
+                &grants,
+                ImportPolicy::Strict
+            ),
+            Err(CapabilityError::Unsupported { .. })
+        ));
     }
 
     #[test]

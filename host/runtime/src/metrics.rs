@@ -15,6 +15,14 @@ type SinkMetric = (
     fn(&outpost_services::SinkStats) -> u64,
 );
 
+/// A family read off each plugin's inference counters: name, type, help, getter.
+type InferenceMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&outpost_inference::StatsSnapshot) -> f64,
+);
+
 /// Escapes a label value: backslash, double quote and newline.
 fn esc(value: &str) -> String {
     value
@@ -281,7 +289,137 @@ pub fn render(host: &str, m: &MetricsSnapshot) -> String {
             f.sample(name, &[("sink", &s.name)], get(s));
         }
     }
+    render_inference(&mut f, m);
     out
+}
+
+/// `wasi:nn` metrics: per plugin (computes, errors, latency histogram, accelerator time, time
+/// waiting for its concurrency limit) and per model (computes, where it runs).
+fn render_inference(f: &mut Family<'_>, m: &MetricsSnapshot) {
+    use outpost_inference::LATENCY_BUCKETS_MS;
+    let per_plugin: Vec<(&str, &outpost_inference::StatsSnapshot)> = m
+        .plugins
+        .iter()
+        .filter_map(|p| p.inference.as_ref().map(|s| (p.name.as_str(), s)))
+        .collect();
+    let families: [InferenceMetric; 5] = [
+        (
+            "outpost_inference_total",
+            "counter",
+            "wasi:nn computes that returned outputs.",
+            |s| s.computes as f64,
+        ),
+        (
+            "outpost_inference_errors_total",
+            "counter",
+            "wasi:nn computes that failed.",
+            |s| s.errors as f64,
+        ),
+        (
+            "outpost_inference_compute_seconds_total",
+            "counter",
+            "Time in wasi:nn compute.",
+            |s| s.compute_seconds,
+        ),
+        (
+            "outpost_inference_accelerator_seconds_total",
+            "counter",
+            "Time in wasi:nn compute on a GPU.",
+            |s| s.accelerator_seconds,
+        ),
+        (
+            "outpost_inference_wait_seconds_total",
+            "counter",
+            "Time computes waited for the plugin's inference_concurrency limit.",
+            |s| s.wait_seconds,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        f.head(name, kind, help);
+        for (plugin, s) in &per_plugin {
+            f.sample(name, &[("plugin", plugin)], get(s));
+        }
+    }
+    f.head(
+        "outpost_inference_duration_seconds",
+        "histogram",
+        "wasi:nn compute latency per plugin.",
+    );
+    for (plugin, s) in &per_plugin {
+        for (le, count) in LATENCY_BUCKETS_MS.iter().zip(&s.buckets) {
+            f.sample(
+                "outpost_inference_duration_seconds_bucket",
+                &[("plugin", plugin), ("le", &(le / 1000.0).to_string())],
+                count,
+            );
+        }
+        let total = s.computes + s.errors;
+        f.sample(
+            "outpost_inference_duration_seconds_bucket",
+            &[("plugin", plugin), ("le", "+Inf")],
+            total,
+        );
+        f.sample(
+            "outpost_inference_duration_seconds_sum",
+            &[("plugin", plugin)],
+            s.compute_seconds,
+        );
+        f.sample(
+            "outpost_inference_duration_seconds_count",
+            &[("plugin", plugin)],
+            total,
+        );
+    }
+    f.head(
+        "outpost_model_info",
+        "gauge",
+        "Each declared model: engine, requested and actual target, state (value 1).",
+    );
+    for model in &m.models {
+        let engine = model
+            .engine
+            .map_or_else(|| "none".to_string(), |e| e.to_string());
+        let target = model.placement.as_ref().map_or("none", |p| p.target);
+        let state = match model.state {
+            outpost_inference::ModelState::Ready => "ready",
+            outpost_inference::ModelState::Failed => "failed",
+        };
+        f.sample(
+            "outpost_model_info",
+            &[
+                ("model", &model.name),
+                ("engine", &engine),
+                ("target_requested", &model.target_requested),
+                ("target", target),
+                ("state", state),
+                (
+                    "fallback",
+                    if model
+                        .placement
+                        .as_ref()
+                        .is_some_and(|p| p.fallback.is_some())
+                    {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                ),
+            ],
+            1,
+        );
+    }
+    f.head(
+        "outpost_model_inference_total",
+        "counter",
+        "wasi:nn computes per model, all plugins together.",
+    );
+    for (name, s) in &m.model_stats {
+        f.sample(
+            "outpost_model_inference_total",
+            &[("model", name)],
+            s.computes,
+        );
+    }
 }
 
 #[cfg(test)]

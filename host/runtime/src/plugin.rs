@@ -135,7 +135,7 @@ impl PluginStats {
 }
 
 /// The linker every component plugin is instantiated with: WASI p2, wasi:http types and
-/// outgoing handler, and the `outpost:plugin` host interfaces. What a plugin may actually use
+/// outgoing handler, the `outpost:plugin` host interfaces, and `wasi:nn`. What a plugin may actually use
 /// is decided by the import check and by the grants baked into each store.
 pub fn plugin_linker(engine: &HostEngine) -> Result<Linker<StoreState>, RuntimeError> {
     let mut linker = Linker::new(engine.engine());
@@ -147,6 +147,7 @@ pub fn plugin_linker(engine: &HostEngine) -> Result<Linker<StoreState>, RuntimeE
         |s| s,
     )
     .map_err(err)?;
+    outpost_inference::host::add_to_linker(&mut linker, StoreState::wasi_nn).map_err(err)?;
     Ok(linker)
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use outpost_inference::host::{NnPolicy, NnState, WasiNn};
 use outpost_manifest::{Grants, Limits, NetGrant, PluginKind};
 use outpost_services::{Bus, KvNamespace};
 use tokio::io::AsyncWrite;
@@ -54,6 +55,8 @@ pub struct PluginContext {
     pub bus: Option<Bus>,
     /// Its kv namespace, when granted.
     pub kv: Option<KvNamespace>,
+    /// Its `wasi:nn` grants, limit and counters, when it may run models.
+    pub nn: Option<Arc<NnPolicy>>,
     log_budget: Mutex<LogBudget>,
 }
 
@@ -82,12 +85,19 @@ impl PluginContext {
             limits,
             bus,
             kv,
+            nn: None,
             log_budget: Mutex::new(LogBudget {
                 tokens: LOG_BURST,
                 refilled: Instant::now(),
                 dropped: 0,
             }),
         }
+    }
+
+    /// Gives the plugin `wasi:nn` under `policy` (its model grants and concurrency limit).
+    pub fn with_nn(mut self, policy: NnPolicy) -> PluginContext {
+        self.nn = Some(Arc::new(policy));
+        self
     }
 
     /// Writes one plugin log record, unless the plugin is over its log rate.
@@ -200,6 +210,7 @@ pub struct StoreState {
     hooks: DenyOutgoingHttp,
     pub(crate) limiter: PluginLimiter,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) nn: NnState,
 }
 
 /// wasi:http hooks that refuse outgoing requests: plugins reach the network only through
@@ -227,6 +238,10 @@ impl StoreState {
     /// State for a new store of `plugin`, with a WASI context from its grants.
     pub fn new(plugin: Arc<PluginContext>, wasi: WasiCtx) -> StoreState {
         let limits = plugin.limits;
+        let nn = match &plugin.nn {
+            Some(policy) => NnState::new(policy.clone()),
+            None => NnState::none(),
+        };
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.table_elements as usize);
         StoreState {
@@ -237,7 +252,15 @@ impl StoreState {
             hooks: DenyOutgoingHttp,
             limiter: PluginLimiter::new(limits.memory_bytes, u64::from(limits.table_elements)),
             deadline: None,
+            nn,
         }
+    }
+}
+
+impl StoreState {
+    /// The `wasi:nn` view of this store.
+    pub(crate) fn wasi_nn(&mut self) -> WasiNn<'_> {
+        WasiNn::new(&mut self.nn, &mut self.table)
     }
 }
 

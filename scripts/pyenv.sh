@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Create (idempotently) the Python virtualenv used by the model fetcher's
+# `light` part and by the reference scripts in conformance/reference/.
+#
+#   PY=$(scripts/pyenv.sh | tail -1)     # absolute path of the venv's python
+#
+# The venv lives at target/pyenv (relative to the repository root). All pip
+# chatter goes to stderr; stdout carries only the interpreter path (last line).
+# A stamp file records the installed package set; when it matches, nothing is
+# reinstalled. Set PYTHON to choose the base interpreter (default: python3).
+#
+# Top-level packages are pinned as the project needs them; the transitive
+# dependencies are pinned too (to what resolved when the pins were chosen) so
+# that the reference outputs (OCR boxes/text, VAD probabilities) do not drift
+# when, e.g., a new opencv-python changes its resize kernels.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=target/pyenv
+BASE_PY=${PYTHON:-python3}
+
+PACKAGES=(
+    onnx==1.23.2
+    numpy==2.4.6
+    onnxruntime==1.31.1
+    rapidocr-onnxruntime==1.4.4
+    pillow==13.0.0
+)
+# Transitive dependencies of the above, pinned for reproducibility.
+CONSTRAINTS=(
+    ml_dtypes==0.6.0
+    opencv-python==5.0.0.93
+    protobuf==7.36.2
+    pyclipper==1.4.0
+    shapely==2.2.0
+    six==1.17.0
+    typing_extensions==4.16.0
+    flatbuffers==25.12.19
+    packaging==26.3
+    PyYAML==6.0.3
+    tqdm==4.70.1
+)
+
+log() { echo "pyenv: $*" >&2; }
+
+if ! command -v "$BASE_PY" >/dev/null 2>&1; then
+    log "error: '$BASE_PY' not found; install python3 (Debian: apt-get install -y python3 python3-venv)"
+    exit 1
+fi
+
+STAMP="$VENV/.outpost-packages"
+WANT="$("$BASE_PY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])')
+${PACKAGES[*]}
+constraints: ${CONSTRAINTS[*]}"
+
+PY="$PWD/$VENV/bin/python"
+
+if [[ -x "$PY" && -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$WANT" ]] && "$PY" -c 'import sys' 2>/dev/null; then
+    log "up to date ($VENV)"
+    echo "$PY"
+    exit 0
+fi
+
+VER_CHECK='import sys; print("python %d.%d" % sys.version_info[:2])'
+if [[ ! -x "$PY" ]] || [[ "$("$PY" -c "$VER_CHECK" 2>/dev/null)" != "$(head -1 <<<"$WANT")" ]]; then
+    log "creating virtualenv at $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$(dirname "$VENV")"
+    if ! "$BASE_PY" -m venv "$VENV" >&2; then
+        log "error: '$BASE_PY -m venv' failed; on Debian install the venv module: apt-get install -y python3-venv"
+        rm -rf "$VENV"
+        exit 1
+    fi
+fi
+
+rm -f "$STAMP"
+CONSTRAINTS_FILE="$VENV/constraints.txt"
+printf '%s\n' "${CONSTRAINTS[@]}" >"$CONSTRAINTS_FILE"
+
+log "installing: ${PACKAGES[*]}"
+if ! "$PY" -m pip install --disable-pip-version-check -q \
+        -c "$CONSTRAINTS_FILE" "${PACKAGES[@]}" >&2; then
+    log "error: pip install failed (is the package index reachable?)"
+    exit 1
+fi
+
+# Sanity check: every module the reference scripts import must load.
+"$PY" -c 'import onnx, numpy, onnxruntime, rapidocr_onnxruntime, PIL' >&2
+
+printf '%s' "$WANT" >"$STAMP"
+log "ready ($VENV)"
+echo "$PY"
