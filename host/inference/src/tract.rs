@@ -72,6 +72,12 @@ impl TractGraph {
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| one_line(&e))?;
+        let declared_outputs: Vec<String> = tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .ok()
+            .and_then(|proto| proto.graph)
+            .map(|g| g.output.into_iter().map(|o| o.name).collect())
+            .unwrap_or_default();
         let mut inputs = Vec::new();
         for (i, outlet) in model
             .input_outlets()
@@ -90,12 +96,14 @@ impl TractGraph {
             .enumerate()
         {
             let fact = model.output_fact(i).map_err(|e| one_line(&e))?;
-            let label = model
-                .outlet_label(*outlet)
-                .map(str::to_string)
+            // The ONNX graph's own output names; tract's node names can differ.
+            let label = declared_outputs
+                .get(i)
+                .cloned()
+                .or_else(|| model.outlet_label(*outlet).map(str::to_string))
                 .unwrap_or_else(|| model.node(outlet.node).name.clone());
-            let mut s = spec(label, fact).unwrap_or_else(|_| IoSpec {
-                name: model.node(outlet.node).name.clone(),
+            let mut s = spec(label.clone(), fact).unwrap_or_else(|_| IoSpec {
+                name: label,
                 ty: None,
                 engine_type: "unknown".into(),
                 dims: Vec::new(),
@@ -224,6 +232,20 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<HostTensor, NnError> {
             ElemType::I32,
             to_le_bytes(view.as_slice::<i32>().map_err(fail)?, i32::to_le_bytes),
         ),
+        DatumType::TDim => {
+            let dims = view.as_slice::<TDim>().map_err(fail)?;
+            let values = dims
+                .iter()
+                .map(|d| {
+                    d.to_i64().map_err(|_| {
+                        NnError::runtime(format!(
+                            "output {name}: symbolic dimension {d} is unresolved"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<i64>, NnError>>()?;
+            (ElemType::I64, to_le_bytes(&values, i64::to_le_bytes))
+        }
         DatumType::I64 => (
             ElemType::I64,
             to_le_bytes(view.as_slice::<i64>().map_err(fail)?, i64::to_le_bytes),

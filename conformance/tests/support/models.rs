@@ -1,0 +1,94 @@
+//! Shared by the inference suites: where the models are, and an appliance that runs a manifest.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use outpost_manifest::Manifest;
+use outpost_runtime::{Appliance, ApplianceOptions, EngineSettings};
+use sha2::{Digest, Sha256};
+
+/// The models fetched by `scripts/fetch-models.py` (and the type models of
+/// `conformance/reference/make_type_models.py`): `OUTPOST_MODELS`, else `target/models`.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("OUTPOST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("conformance sits in the repository root")
+                .join("target/models")
+        });
+    assert!(
+        dir.join("models.json").is_file(),
+        "no models in {}: run `python3 scripts/fetch-models.py` and, with the venv python of \
+         scripts/pyenv.sh, `scripts/fetch-models.py --only light` and \
+         `conformance/reference/make_type_models.py target/models` (scripts/test.sh does all of it)",
+        dir.display()
+    );
+    dir
+}
+
+/// The ONNX Runtime library the fetch script extracted.
+pub fn onnxruntime_lib() -> PathBuf {
+    models_dir().join("onnxruntime/libonnxruntime.so.1.31.1")
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// A `[[models]]` entry for `path`, pinned to its current digest.
+pub fn model_entry(name: &str, path: &Path, engine: &str, extra: &str) -> String {
+    format!(
+        "[[models]]\nname = \"{name}\"\npath = \"{}\"\nsha256 = \"{}\"\nengine = \"{engine}\"\n{extra}\n",
+        path.display(),
+        sha256(path)
+    )
+}
+
+/// The directory the test plugins were built into.
+pub fn artifacts_dir() -> PathBuf {
+    Path::new(outpost_artifacts::NN_RUNNER)
+        .parent()
+        .expect("artifacts have a directory")
+        .to_path_buf()
+}
+
+/// Starts an appliance on `text` (written to `dir/outpost.toml`).
+pub async fn start(dir: &Path, text: &str) -> Arc<Appliance> {
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let manifest = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = ApplianceOptions::new(dir.join("data"));
+    opts.plugin_dirs.push(artifacts_dir());
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    opts.ephemeral = true;
+    opts.engine = EngineSettings {
+        instance_slots: 16,
+        ..EngineSettings::default()
+    };
+    Appliance::start(manifest, opts).await.unwrap()
+}
+
+/// Calls pipeline `plugin` with one message; the messages it returned, or its error text.
+pub async fn call(
+    app: &Appliance,
+    plugin: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let slot = app.slot(plugin).unwrap_or_else(|| {
+        panic!(
+            "plugin {plugin} is not running: {:?}",
+            app.plugin_status(plugin)
+        )
+    });
+    let (_, result) = slot.call(topic, payload).await;
+    result
+        .map(|out| out.into_iter().map(|m| (m.topic, m.payload)).collect())
+        .map_err(|e| e.to_string())
+}
