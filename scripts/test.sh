@@ -54,6 +54,9 @@ for bench in runtime operations; do
     tail -50 "target/bench-$bench.log"; exit 1; }
   sed -n '/^ratios/,$p' "target/bench-$bench.log"
 done
+cargo bench -p outpost-conformance --bench inference --locked -- --quick > target/bench-inference.log 2>&1 || {
+  tail -50 target/bench-inference.log; exit 1; }
+grep -E '^(ocr/|ratios|  )' target/bench-inference.log
 
 # One closing line with the totals of every test binary and doc-test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -74,6 +74,8 @@ fn hostile_grants(dirs: &Path, port: u16) -> Grants {
             namespace: "hostile".into(),
             quota_bytes: 256 << 10,
         }),
+        models: Vec::new(),
+        nn_load: None,
     }
 }
 
@@ -83,6 +85,7 @@ fn hostile_limits() -> Limits {
         deadline_ms: 300,
         table_elements: 1000,
         output_bytes: 1 << 20,
+        inference_concurrency: 1,
     }
 }
 

@@ -86,7 +86,7 @@ fn close(actual: &[f64], expected: &[f64], rtol: f64, atol: f64) -> Result<(), S
     let mut bad = 0;
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let diff = (a - e).abs();
-        if !(diff <= atol + rtol * e.abs()) {
+        if diff.is_nan() || diff > atol + rtol * e.abs() {
             bad += 1;
             if diff > worst.1 || diff.is_nan() {
                 worst = (i, diff);
@@ -231,7 +231,7 @@ fn type_input(t: TensorType) -> BundleTensor {
         TensorType::Fp32 => (1..=n).flat_map(|v| (v as f32).to_le_bytes()).collect(),
         TensorType::Fp64 => (1..=n).flat_map(|v| (v as f64).to_le_bytes()).collect(),
         TensorType::U8 => (1..=n as u8).collect(),
-        TensorType::I32 => (1..=n).flat_map(|v| (-(v as i32)).to_le_bytes()).collect(),
+        TensorType::I32 => (1..=n).flat_map(|v: i32| (-v).to_le_bytes()).collect(),
         TensorType::I64 => (1..=n)
             .flat_map(|v| (-(v as i64) << 40).to_le_bytes())
             .collect(),
@@ -374,9 +374,14 @@ async fn bad_tensors_are_invalid_argument_errors_and_the_host_keeps_serving() {
             "{err}"
         );
 
-        let out = call(&app, "runner", "nn/m", &bundle::encode(&[good.clone()]))
-            .await
-            .unwrap();
+        let out = call(
+            &app,
+            "runner",
+            "nn/m",
+            &bundle::encode(std::slice::from_ref(&good)),
+        )
+        .await
+        .unwrap();
         let y = bundle::find(&bundle::decode(&out[0].1).unwrap(), "y")
             .unwrap()
             .clone();
