@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{call, model_entry, models_dir, onnxruntime_lib, start};
+use support::{call, ocr_manifest, start};
 
 const THREADS: u32 = 1;
 
@@ -24,30 +24,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("conformance sits in the repository root")
         .to_path_buf()
-}
-
-fn manifest(engine: &str) -> String {
-    let ocr = models_dir().join("ocr");
-    let extra = format!("threads = {THREADS}");
-    format!(
-        r#"[host.nn]
-onnxruntime = "{lib}"
-{det}{rec}{cls}
-[plugins.ocr]
-kind = "pipeline"
-component = "ocr_pipeline.wasm"
-config = {{ cls-model = "ocr-cls", keys = "/models/ocr/keys.txt" }}
-grants.models = ["ocr-det", "ocr-rec", "ocr-cls"]
-grants.dirs = [{{ host = "{ocr}", guest = "/models/ocr", mode = "ro" }}]
-grants.bus = {{ publish = ["ocr/results"] }}
-limits = {{ memory_mb = 1024, deadline_ms = 300000, inference_concurrency = 4 }}
-"#,
-        lib = onnxruntime_lib().display(),
-        det = model_entry("ocr-det", &ocr.join("det.onnx"), engine, &extra),
-        rec = model_entry("ocr-rec", &ocr.join("rec.onnx"), engine, &extra),
-        cls = model_entry("ocr-cls", &ocr.join("cls.onnx"), engine, &extra),
-        ocr = ocr.display(),
-    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -68,7 +44,7 @@ async fn main() {
     let mut medians = Vec::new();
     for engine in ["onnxruntime", "tract"] {
         let dir = tempfile::tempdir().unwrap();
-        let app = start(dir.path(), &manifest(engine)).await;
+        let app = start(dir.path(), &ocr_manifest(engine, THREADS, 4)).await;
         call(&app, "ocr", "ocr/in", &image).await.unwrap();
         let mut times = Vec::new();
         for _ in 0..iterations {

@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{call, model_entry, models_dir, onnxruntime_lib, start};
+use support::{call, model_entry, models_dir, ocr_manifest, onnxruntime_lib, start};
 
 /// The Python with the reference packages: `OUTPOST_PY`, else `target/pyenv/bin/python`.
 fn python() -> PathBuf {
@@ -44,29 +44,6 @@ fn run_json(cmd: &mut Command) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn ocr_manifest(engine: &str) -> String {
-    let ocr = models_dir().join("ocr");
-    format!(
-        r#"[host.nn]
-onnxruntime = "{lib}"
-{det}{rec}{cls}
-[plugins.ocr]
-kind = "pipeline"
-component = "ocr_pipeline.wasm"
-config = {{ cls-model = "ocr-cls", keys = "/models/ocr/keys.txt" }}
-grants.models = ["ocr-det", "ocr-rec", "ocr-cls"]
-grants.dirs = [{{ host = "{ocr}", guest = "/models/ocr", mode = "ro" }}]
-grants.bus = {{ publish = ["ocr/results"] }}
-limits = {{ memory_mb = 1024, deadline_ms = 300000, inference_concurrency = 1 }}
-"#,
-        lib = onnxruntime_lib().display(),
-        det = model_entry("ocr-det", &ocr.join("det.onnx"), engine, "threads = 2"),
-        rec = model_entry("ocr-rec", &ocr.join("rec.onnx"), engine, "threads = 2"),
-        cls = model_entry("ocr-cls", &ocr.join("cls.onnx"), engine, "threads = 2"),
-        ocr = ocr.display(),
-    )
 }
 
 fn ocr_reference(image: &Path) -> serde_json::Value {
@@ -111,7 +88,7 @@ async fn the_ocr_pipeline_reads_the_sample_like_rapidocr_on_both_engines() {
         [("onnxruntime", 1e-3, 1.0), ("tract", 2e-2, 2.0)]
     {
         let dir = tempfile::tempdir().unwrap();
-        let app = start(dir.path(), &ocr_manifest(engine)).await;
+        let app = start(dir.path(), &ocr_manifest(engine, 2, 1)).await;
         let out = call(&app, "ocr", "ocr/in", &image)
             .await
             .unwrap_or_else(|e| panic!("{engine}: {e}"));
@@ -171,7 +148,7 @@ async fn text_rendered_into_a_generated_image_is_read_back() {
         .status()
         .unwrap();
     assert!(status.success());
-    let app = start(dir.path(), &ocr_manifest("onnxruntime")).await;
+    let app = start(dir.path(), &ocr_manifest("onnxruntime", 2, 1)).await;
     let out = call(&app, "ocr", "ocr/in", &std::fs::read(&png).unwrap())
         .await
         .unwrap();

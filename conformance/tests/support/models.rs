@@ -92,3 +92,29 @@ pub async fn call(
         .map(|out| out.into_iter().map(|m| (m.topic, m.payload)).collect())
         .map_err(|e| e.to_string())
 }
+
+/// A manifest running the OCR pipeline on `engine` with the three PP-OCR models
+/// (`threads` intra-op threads each, `concurrency` computes at once).
+pub fn ocr_manifest(engine: &str, threads: u32, concurrency: u32) -> String {
+    let ocr = models_dir().join("ocr");
+    let extra = format!("threads = {threads}");
+    format!(
+        r#"[host.nn]
+onnxruntime = "{lib}"
+{det}{rec}{cls}
+[plugins.ocr]
+kind = "pipeline"
+component = "ocr_pipeline.wasm"
+config = {{ cls-model = "ocr-cls", keys = "/models/ocr/keys.txt" }}
+grants.models = ["ocr-det", "ocr-rec", "ocr-cls"]
+grants.dirs = [{{ host = "{ocr}", guest = "/models/ocr", mode = "ro" }}]
+grants.bus = {{ publish = ["ocr/results"] }}
+limits = {{ memory_mb = 1024, deadline_ms = 300000, inference_concurrency = {concurrency} }}
+"#,
+        lib = onnxruntime_lib().display(),
+        det = model_entry("ocr-det", &ocr.join("det.onnx"), engine, &extra),
+        rec = model_entry("ocr-rec", &ocr.join("rec.onnx"), engine, &extra),
+        cls = model_entry("ocr-cls", &ocr.join("cls.onnx"), engine, &extra),
+        ocr = ocr.display(),
+    )
+}
