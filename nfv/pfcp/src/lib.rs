@@ -1,0 +1,2 @@
+//! PFCP (3GPP TS 29.244) wire codec.
+#![no_std]
