@@ -24,7 +24,9 @@ Parts (`--only`, default: all of them; `light` is skipped with a note when the
   ocr    ocr/det.onnx  ocr/rec.onnx  ocr/cls.onnx  ocr/keys.txt
            from rapidocr-onnxruntime==1.4.4 (PP-OCRv4 det/rec, ppocr mobile
            v2.0 cls).
-  vad    vad/silero_vad.onnx from silero-vad==6.2.3.
+  vad    vad/silero_vad.onnx and vad/silero_vad_op18_ifless.onnx from
+           silero-vad==6.2.3 (the second is the same network exported without the
+           nested `If` on the sample rate; tract runs it, it cannot run the first).
   light  onnx-light/<model>/{model.onnx,input_<i>.bin,output_<i>.bin,meta.json}
            for every onnx/backend/test/data/light/light_<model>.onnx in
            onnx==1.23.2. Needs the `onnx` and `numpy` packages: run with the
@@ -100,6 +102,7 @@ KNOWN_DIGESTS = {
     "ocr/cls.onnx": "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
     "ocr/keys.txt": None,  # filled in below (derived from rec.onnx)
     "vad/silero_vad.onnx": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    "vad/silero_vad_op18_ifless.onnx": "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
 }
 KEYS_DIGEST = "a1c84d9bdb9ab29043c58896224d32941783eb821629618416dcb08f12886492"
 KNOWN_DIGESTS["ocr/keys.txt"] = KEYS_DIGEST
@@ -441,6 +444,11 @@ def fetch_ocr(dest: Dest) -> None:
 
 def fetch_vad(dest: Dest) -> None:
     dest.extract(WHEEL_SILERO, "silero_vad/data/silero_vad.onnx", "vad/silero_vad.onnx")
+    dest.extract(
+        WHEEL_SILERO,
+        "silero_vad/data/silero_vad_op18_ifless.onnx",
+        "vad/silero_vad_op18_ifless.onnx",
+    )
 
 
 # dtype names used in meta.json, keyed by numpy dtype name.

@@ -543,3 +543,73 @@ async fn a_gpu_model_on_a_machine_without_one_runs_on_cpu_and_says_why() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_computes_on_one_graph_run_side_by_side_in_the_engine() {
+    // resnet50 is slow enough (a tenth of a second and more per run) that computes started
+    // together are inside the engine together, unless something serializes them.
+    let model_dir = models_dir().join("onnx-light/resnet50");
+    let path = model_dir.join("model.onnx");
+    let mut manifest = host_nn();
+    manifest.push_str(&model_entry(
+        "pooled",
+        &path,
+        "onnxruntime",
+        "threads = 1\nsessions = 4",
+    ));
+    manifest.push_str(&model_entry(
+        "single",
+        &path,
+        "onnxruntime",
+        "threads = 1\nsessions = 1",
+    ));
+    manifest.push_str(&model_entry("tract", &path, "tract", ""));
+    manifest.push_str(
+        &runner(&["pooled".into(), "single".into(), "tract".into()], "").replace(
+            "output_mb = 64",
+            "output_mb = 64, inference_concurrency = 4",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(dir.path(), &manifest).await;
+    let meta: Meta =
+        serde_json::from_slice(&std::fs::read(model_dir.join("meta.json")).unwrap()).unwrap();
+    let input = bundle::encode(
+        &meta
+            .inputs
+            .iter()
+            .map(|t| load_tensor(&model_dir, t))
+            .collect::<Vec<_>>(),
+    );
+    for model in ["pooled", "single", "tract"] {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (app, input) = (app.clone(), input.clone());
+            let topic = format!("nn/{model}");
+            calls.spawn(async move { call(&app, "runner", &topic, &input).await });
+        }
+        for result in calls.join_all().await {
+            result.unwrap_or_else(|e| panic!("{model}: {e}"));
+        }
+    }
+    let overlap = app.model_overlap();
+    let peak = |m: &str| {
+        overlap
+            .iter()
+            .find(|o| o.model == m)
+            .unwrap_or_else(|| panic!("no overlap for {m}: {overlap:?}"))
+            .peak
+    };
+    assert!(
+        peak("pooled") >= 2,
+        "four sessions, yet runs never overlapped: {overlap:?}"
+    );
+    assert!(
+        peak("tract") >= 2,
+        "tract runs never overlapped: {overlap:?}"
+    );
+    // The counter sees real overlap: one session means one run at a time.
+    assert_eq!(peak("single"), 1, "{overlap:?}");
+    assert!(overlap.iter().all(|o| o.running == 0), "{overlap:?}");
+    app.shutdown().await;
+}

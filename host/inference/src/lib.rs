@@ -93,6 +93,8 @@ pub trait EngineGraph: Send + Sync {
     fn outputs(&self) -> &[IoSpec];
     /// Runs on inputs already checked against [`EngineGraph::inputs`], in that order.
     fn run(&self, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>, NnError>;
+    /// Runs in progress inside the engine, and the most there have been at once.
+    fn overlap(&self) -> &stats::Overlap;
 }
 
 /// Options for loading one graph.

@@ -11,6 +11,7 @@ use ort::value::TensorElementType;
 use ort::value::{DynValue, Tensor, ValueType};
 
 use crate::error::{NnError, one_line};
+use crate::stats::Overlap;
 use crate::tensor::{ElemType, HostTensor, IoSpec, le_elements, to_le_bytes};
 use crate::{Engine, EngineGraph, Placement};
 
@@ -121,6 +122,7 @@ pub(crate) struct OrtGraph {
     returned: Condvar,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
+    overlap: Overlap,
 }
 
 impl OrtGraph {
@@ -190,6 +192,7 @@ impl OrtGraph {
             returned: Condvar::new(),
             inputs,
             outputs,
+            overlap: Overlap::default(),
         }
     }
 
@@ -393,12 +396,17 @@ impl EngineGraph for OrtGraph {
         &self.outputs
     }
 
+    fn overlap(&self) -> &Overlap {
+        &self.overlap
+    }
+
     fn run(&self, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>, NnError> {
         let named: Vec<(String, DynValue)> = inputs
             .into_iter()
             .map(|t| Ok((t.name.clone(), to_value(t)?)))
             .collect::<Result<_, NnError>>()?;
         let mut session = self.checkout()?;
+        let running = self.overlap.enter();
         let result = (|| {
             let mut outputs = session
                 .run(named)
@@ -416,6 +424,7 @@ impl EngineGraph for OrtGraph {
                 })
                 .collect::<Result<Vec<_>, NnError>>()
         })();
+        drop(running);
         self.checkin(session);
         result
     }

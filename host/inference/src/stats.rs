@@ -1,7 +1,7 @@
 //! Per-plugin inference accounting: computes, errors, latency histogram, time on the
 //! accelerator, and time spent waiting for the plugin's concurrency limit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (milliseconds) of the inference latency histogram's buckets.
@@ -85,9 +85,57 @@ impl InferenceStats {
     }
 }
 
+/// How many runs an engine has inside a graph at once, and the most it has had: the proof that
+/// computes on one graph overlap rather than queue behind one lock.
+#[derive(Debug, Default)]
+pub struct Overlap {
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// One run in progress; it ends when dropped.
+pub struct OverlapGuard<'a>(&'a Overlap);
+
+impl Overlap {
+    /// Marks a run as started (call it where the run holds its engine resources).
+    pub fn enter(&self) -> OverlapGuard<'_> {
+        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(now, Ordering::AcqRel);
+        OverlapGuard(self)
+    }
+
+    /// Runs in progress now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// The most runs that were ever in progress at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for OverlapGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlap_counts_runs_in_progress_and_remembers_the_peak() {
+        let overlap = Overlap::default();
+        {
+            let _a = overlap.enter();
+            let _b = overlap.enter();
+            assert_eq!(overlap.running(), 2);
+        }
+        let _c = overlap.enter();
+        assert_eq!((overlap.running(), overlap.peak()), (1, 2));
+    }
 
     #[test]
     fn latencies_fall_into_cumulative_buckets_and_gpu_time_is_counted_apart() {

@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{NnError, one_line};
+use crate::stats::Overlap;
 use crate::tensor::{ElemType, HostTensor, IoSpec, le_elements, to_le_bytes};
 use crate::{Engine, EngineGraph};
 
@@ -31,6 +32,7 @@ pub(crate) struct TractGraph {
     mode: Mode,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
+    overlap: Overlap,
 }
 
 fn elem(dt: DatumType) -> Option<ElemType> {
@@ -137,6 +139,7 @@ impl TractGraph {
             mode,
             inputs,
             outputs,
+            overlap: Overlap::default(),
         })
     }
 
@@ -277,6 +280,10 @@ impl EngineGraph for TractGraph {
         &self.outputs
     }
 
+    fn overlap(&self) -> &Overlap {
+        &self.overlap
+    }
+
     fn run(&self, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>, NnError> {
         let tensors = inputs
             .iter()
@@ -284,6 +291,7 @@ impl EngineGraph for TractGraph {
             .collect::<Result<Vec<_>, _>>()?;
         let plan = self.plan_for(&tensors)?;
         let values: TVec<TValue> = tensors.into_iter().map(|t| t.into_tvalue()).collect();
+        let _running = self.overlap.enter();
         let outputs = plan
             .run(values)
             .map_err(|e| NnError::runtime(format!("model {}: {}", self.name, one_line(&e))))?;

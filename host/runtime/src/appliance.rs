@@ -153,6 +153,17 @@ impl ApplyReport {
     }
 }
 
+/// Computes inside the engine on one model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelOverlap {
+    /// The model.
+    pub model: String,
+    /// Runs in progress now.
+    pub running: usize,
+    /// The most runs in progress at once since the model loaded.
+    pub peak: usize,
+}
+
 /// Everything the host exposes as metrics, gathered at one instant.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsSnapshot {
@@ -174,6 +185,8 @@ pub struct MetricsSnapshot {
     pub models: Vec<ModelStatus>,
     /// Per-model compute counters.
     pub model_stats: Vec<(String, outpost_inference::StatsSnapshot)>,
+    /// Per model: runs inside the engine now, and the most at once since it loaded.
+    pub model_overlap: Vec<ModelOverlap>,
 }
 
 /// A running appliance.
@@ -873,6 +886,23 @@ impl Appliance {
             .collect()
     }
 
+    /// Per model: how many computes run inside the engine now, and the most that ever did at
+    /// once (computes on one graph overlap instead of queueing behind one lock).
+    pub fn model_overlap(&self) -> Vec<ModelOverlap> {
+        self.models
+            .load()
+            .models()
+            .filter_map(|m| {
+                let overlap = m.engine_graph()?.overlap();
+                Some(ModelOverlap {
+                    model: m.spec.name.clone(),
+                    running: overlap.running(),
+                    peak: overlap.peak(),
+                })
+            })
+            .collect()
+    }
+
     /// Everything `/metrics` shows.
     pub async fn metrics(&self) -> MetricsSnapshot {
         let routing = self.routing.lock().await;
@@ -886,6 +916,7 @@ impl Appliance {
             uptime_secs: self.uptime_secs(),
             models: self.models(),
             model_stats: self.model_stats(),
+            model_overlap: self.model_overlap(),
         }
     }
 

@@ -24,8 +24,8 @@ pub mod slot;
 pub mod state;
 
 pub use appliance::{
-    Appliance, ApplianceOptions, ApplyReport, MetricsSnapshot, PluginChange, PluginStatus,
-    VersionInfo,
+    Appliance, ApplianceOptions, ApplyReport, MetricsSnapshot, ModelOverlap, PluginChange,
+    PluginStatus, VersionInfo,
 };
 pub use cache::{CacheOutcome, CompileCache};
 pub use deployment::JobPhase;

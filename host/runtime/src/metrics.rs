@@ -420,6 +420,22 @@ fn render_inference(f: &mut Family<'_>, m: &MetricsSnapshot) {
             s.computes,
         );
     }
+    f.head(
+        "outpost_model_running",
+        "gauge",
+        "Computes running inside the engine on a model now.",
+    );
+    for o in &m.model_overlap {
+        f.sample("outpost_model_running", &[("model", &o.model)], o.running);
+    }
+    f.head(
+        "outpost_model_running_peak",
+        "gauge",
+        "The most computes that ran inside the engine on a model at once since it loaded.",
+    );
+    for o in &m.model_overlap {
+        f.sample("outpost_model_running_peak", &[("model", &o.model)], o.peak);
+    }
 }
 
 #[cfg(test)]
