@@ -76,6 +76,7 @@ fn hostile_grants(dirs: &Path, port: u16) -> Grants {
         }),
         models: Vec::new(),
         nn_load: None,
+        nf: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ fn hostile_limits() -> Limits {
         table_elements: 1000,
         output_bytes: 1 << 20,
         inference_concurrency: 1,
+        ..Limits::default()
     }
 }
 

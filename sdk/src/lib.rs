@@ -107,6 +107,7 @@ pub mod network_function {
         export_macro_name: "export_network_function",
         default_bindings_module: "outpost_sdk::network_function",
     });
+    pub use outpost::plugin::nf_io;
     pub use outpost::plugin::tables::{Table, open as open_table};
 }
 

@@ -18,6 +18,7 @@
 //! ```
 
 mod error;
+mod nf;
 mod raw;
 mod topic;
 
@@ -26,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
+pub use nf::{Ipv4Cidr, NfGrant, PortKind, PortSpec, TableKind, TableSpec};
 pub use topic::TopicPattern;
 
 /// A validated deployment manifest.
@@ -43,6 +45,10 @@ pub struct Manifest {
     pub routes: Vec<RouteSpec>,
     /// Models (`[[models]]`) by name: graphs the host preloads for `wasi:nn` `load-by-name`.
     pub models: BTreeMap<String, ModelSpec>,
+    /// Packet ports by name (`[ports.NAME]`), for network functions.
+    pub ports: BTreeMap<String, PortSpec>,
+    /// Host-owned tables by name (`[tables.NAME]`), for network functions.
+    pub tables: BTreeMap<String, TableSpec>,
     /// Directory that relative paths in the manifest are resolved against.
     pub base_dir: PathBuf,
 }
@@ -416,6 +422,8 @@ pub struct Grants {
     pub models: Vec<String>,
     /// Loading arbitrary model bytes with `wasi:nn` `load`; off unless granted.
     pub nn_load: Option<NnLoadGrant>,
+    /// Ports, tables and the control socket (network functions).
+    pub nf: NfGrant,
 }
 
 /// Permission to load model bytes the plugin supplies (`grants.nn = { load = true, max_mb = N }`).
@@ -534,6 +542,10 @@ pub struct Limits {
     /// Most `wasi:nn` computes the plugin runs at once (all its instances together); more
     /// wait their turn, so one tenant cannot take every inference slot.
     pub inference_concurrency: u32,
+    /// Network functions: most packets handed to the plugin in one batch.
+    pub batch: u32,
+    /// Network functions: interval of the `tick` timer, in milliseconds.
+    pub tick_ms: u64,
 }
 
 impl Default for Limits {
@@ -544,6 +556,8 @@ impl Default for Limits {
             table_elements: 10_000,
             output_bytes: 16 << 20,
             inference_concurrency: 2,
+            batch: 256,
+            tick_ms: 100,
         }
     }
 }
@@ -587,6 +601,11 @@ impl Manifest {
         }
         for model in self.models.values_mut() {
             join(&mut model.path);
+        }
+        for port in self.ports.values_mut() {
+            if let Some(path) = &mut port.path {
+                join(path);
+            }
         }
         for plugin in self.plugins.values_mut() {
             for dir in &mut plugin.grants.dirs {

@@ -13,6 +13,7 @@ use crate::{
     RestartPolicy, RestartSpec, RollbackSpec, RouteSource, RouteSpec, RouteTarget, SinkSpec,
     SinkTargetSpec, TimerSpec, TopicPattern,
 };
+use crate::{Ipv4Cidr, NfGrant, PortKind, PortSpec, TableKind, TableSpec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,47 @@ struct RawManifest {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     models: Vec<Spanned<RawModel>>,
+    #[serde(default)]
+    ports: BTreeMap<Spanned<String>, Spanned<RawPort>>,
+    #[serde(default)]
+    tables: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    kind: Spanned<RawPortKind>,
+    interface: Option<Spanned<String>>,
+    path: Option<PathBuf>,
+    address: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    capacity: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum RawPortKind {
+    Memory,
+    Tap,
+    AfPacket,
+    Pcap,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    kind: RawTableKind,
+    max_entries: Option<Spanned<u64>>,
+    max_key: Option<Spanned<u32>>,
+    max_value: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum RawTableKind {
+    Exact,
+    Lpm,
+    Counters,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +260,11 @@ struct RawGrants {
     #[serde(default)]
     models: Vec<Spanned<String>>,
     nn: Option<Spanned<RawNnGrant>>,
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    tables: Vec<Spanned<String>>,
+    control: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +319,8 @@ struct RawLimits {
     table_elements: Option<Spanned<u32>>,
     output_mb: Option<Spanned<u64>>,
     inference_concurrency: Option<Spanned<u32>>,
+    batch: Option<Spanned<u32>>,
+    tick_ms: Option<Spanned<u64>>,
 }
 
 const DEFAULT_KV_QUOTA_KB: u64 = 16 * 1024;
@@ -338,11 +387,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     };
 
     let models = check_models(&c, raw.models)?;
+    let ports = check_ports(&c, raw.ports)?;
+    let tables = check_tables(&c, raw.tables)?;
 
     let mut plugins = BTreeMap::new();
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
     for (name, plugin) in raw.plugins {
-        let spec = check_plugin(&c, &name, plugin, &models)?;
+        let spec = check_plugin(&c, &name, plugin, &models, &ports, &tables)?;
         if let Some(route) = &spec.route
             && let Some(other) = routes.insert(route.clone(), spec.name.clone())
         {
@@ -433,6 +484,8 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         sinks,
         routes: checked_routes,
         models,
+        ports,
+        tables,
         base_dir: PathBuf::from("."),
     })
 }
@@ -734,6 +787,8 @@ fn check_plugin(
     name: &Spanned<String>,
     raw: RawPlugin,
     models: &BTreeMap<String, ModelSpec>,
+    ports: &BTreeMap<String, PortSpec>,
+    tables: &BTreeMap<String, TableSpec>,
 ) -> Result<PluginSpec, ManifestError> {
     let n = name.get_ref();
     let valid_name = !n.is_empty()
@@ -796,7 +851,7 @@ fn check_plugin(
         );
     }
 
-    let grants = check_grants(c, n, kind, raw.grants, models)?;
+    let grants = check_grants(c, n, kind, raw.grants, models, ports, tables)?;
     let limits = check_limits(c, n, raw.limits)?;
     let health = match raw.health {
         Some(h) if kind != PluginKind::Pipeline => {
@@ -904,7 +959,10 @@ fn check_grants(
     kind: PluginKind,
     raw: RawGrants,
     models: &BTreeMap<String, ModelSpec>,
+    ports: &BTreeMap<String, PortSpec>,
+    tables: &BTreeMap<String, TableSpec>,
 ) -> Result<Grants, ManifestError> {
+    let nf = check_nf_grant(c, n, kind, &raw, ports, tables)?;
     let mut dirs = Vec::new();
     for dir in raw.dirs {
         let span = dir.span();
@@ -1070,7 +1128,288 @@ fn check_grants(
         kv,
         models: granted_models,
         nn_load,
+        nf,
     })
+}
+
+/// Largest table a manifest may declare.
+const MAX_TABLE_ENTRIES: u64 = 16 << 20;
+/// Most ports one network function may be granted.
+const MAX_NF_PORTS: usize = 64;
+
+fn check_ports(
+    c: &Checker<'_>,
+    raw: BTreeMap<Spanned<String>, Spanned<RawPort>>,
+) -> Result<BTreeMap<String, PortSpec>, ManifestError> {
+    let mut ports = BTreeMap::new();
+    for (name, port) in raw {
+        check_name(c, &name, "ports")?;
+        let n = name.into_inner();
+        let span = port.span();
+        let p = port.into_inner();
+        let kind = match p.kind.get_ref() {
+            RawPortKind::Memory => PortKind::Memory,
+            RawPortKind::Tap => PortKind::Tap,
+            RawPortKind::AfPacket => PortKind::AfPacket,
+            RawPortKind::Pcap => PortKind::Pcap,
+        };
+        let interface = match (kind, p.interface) {
+            (PortKind::Tap | PortKind::AfPacket, Some(i)) => {
+                let valid = !i.get_ref().is_empty()
+                    && i.get_ref().len() < 16
+                    && !i.get_ref().contains(['/', ' ', '\0']);
+                if !valid {
+                    return c.err(
+                        i.span(),
+                        format!(
+                            "ports.{n}.interface: `{}` is not an interface name (1-15 bytes, no `/` or spaces)",
+                            i.get_ref()
+                        ),
+                    );
+                }
+                Some(i.into_inner())
+            }
+            (PortKind::Tap | PortKind::AfPacket, None) => {
+                return c.err(
+                    span,
+                    format!("ports.{n}: a {kind} port needs an `interface`"),
+                );
+            }
+            (_, Some(i)) => {
+                return c.err(
+                    i.span(),
+                    format!(
+                        "ports.{n}.interface: only tap and af-packet ports have one, this is {kind}"
+                    ),
+                );
+            }
+            (_, None) => None,
+        };
+        let path = match (kind, p.path) {
+            (PortKind::Pcap, Some(path)) => Some(path),
+            (PortKind::Pcap, None) => {
+                return c.err(span, format!("ports.{n}: a pcap port needs a `path`"));
+            }
+            (_, Some(_)) => {
+                return c.err(
+                    span,
+                    format!("ports.{n}.path: only pcap ports read a file, this is {kind}"),
+                );
+            }
+            (_, None) => None,
+        };
+        let address = match p.address {
+            Some(a) => Some(
+                Ipv4Cidr::parse(a.get_ref())
+                    .or_else(|why| c.err(a.span(), format!("ports.{n}.address: {why}")))?,
+            ),
+            None => None,
+        };
+        let gateway = match p.gateway {
+            Some(g) => {
+                let ip: std::net::Ipv4Addr = g.get_ref().parse().or_else(|_| {
+                    c.err(
+                        g.span(),
+                        format!(
+                            "ports.{n}.gateway: `{}` is not an IPv4 address",
+                            g.get_ref()
+                        ),
+                    )
+                })?;
+                match address {
+                    Some(a) if a.contains(ip) => Some(ip),
+                    Some(a) => {
+                        return c.err(
+                            g.span(),
+                            format!(
+                                "ports.{n}.gateway: {ip} is not on the port's subnet {}/{}",
+                                a.address, a.prefix
+                            ),
+                        );
+                    }
+                    None => {
+                        return c.err(
+                            g.span(),
+                            format!("ports.{n}.gateway: a gateway needs the port's `address`"),
+                        );
+                    }
+                }
+            }
+            None => None,
+        };
+        let capacity = match p.capacity {
+            Some(cap) if !(1..=1_000_000).contains(cap.get_ref()) => {
+                return c.err(
+                    cap.span(),
+                    format!(
+                        "ports.{n}.capacity: {} is outside 1..=1000000",
+                        cap.get_ref()
+                    ),
+                );
+            }
+            Some(cap) => *cap.get_ref() as usize,
+            None => 4096,
+        };
+        ports.insert(
+            n.clone(),
+            PortSpec {
+                name: n,
+                kind,
+                interface,
+                path,
+                address,
+                gateway,
+                capacity,
+            },
+        );
+    }
+    Ok(ports)
+}
+
+fn check_tables(
+    c: &Checker<'_>,
+    raw: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+) -> Result<BTreeMap<String, TableSpec>, ManifestError> {
+    let mut tables = BTreeMap::new();
+    for (name, table) in raw {
+        check_name(c, &name, "tables")?;
+        let n = name.into_inner();
+        let t = table.into_inner();
+        let kind = match t.kind {
+            RawTableKind::Exact => TableKind::Exact,
+            RawTableKind::Lpm => TableKind::Lpm,
+            RawTableKind::Counters => TableKind::Counters,
+        };
+        let max_entries = match t.max_entries {
+            Some(m) if !(1..=MAX_TABLE_ENTRIES).contains(m.get_ref()) => {
+                return c.err(
+                    m.span(),
+                    format!(
+                        "tables.{n}.max_entries: {} is outside 1..={MAX_TABLE_ENTRIES}",
+                        m.get_ref()
+                    ),
+                );
+            }
+            Some(m) => *m.get_ref(),
+            None => 65_536,
+        };
+        let size = |v: Option<Spanned<u32>>, field: &str, default: u32, max: u32| match v {
+            Some(s) if !(1..=max).contains(s.get_ref()) => c.err(
+                s.span(),
+                format!("tables.{n}.{field}: {} is outside 1..={max}", s.get_ref()),
+            ),
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(default),
+        };
+        let max_key = match kind {
+            // A prefix length byte and an IPv6 address at most.
+            TableKind::Lpm => size(t.max_key, "max_key", 17, 17)?,
+            _ => size(t.max_key, "max_key", 64, 1024)?,
+        };
+        let max_value = size(t.max_value, "max_value", 256, 64 * 1024)?;
+        tables.insert(
+            n.clone(),
+            TableSpec {
+                name: n,
+                kind,
+                max_entries,
+                max_key,
+                max_value,
+            },
+        );
+    }
+    Ok(tables)
+}
+
+fn check_nf_grant(
+    c: &Checker<'_>,
+    n: &str,
+    kind: PluginKind,
+    raw: &RawGrants,
+    ports: &BTreeMap<String, PortSpec>,
+    tables: &BTreeMap<String, TableSpec>,
+) -> Result<NfGrant, ManifestError> {
+    let only_nf = |span: std::ops::Range<usize>, field: &str| {
+        c.err(
+            span,
+            format!("plugins.{n}.grants.{field}: only network functions have {field}, this plugin is {kind}"),
+        )
+    };
+    let mut grant = NfGrant::default();
+    for p in &raw.ports {
+        if kind != PluginKind::NetworkFunction {
+            return only_nf(p.span(), "ports");
+        }
+        if !ports.contains_key(p.get_ref()) {
+            let known: Vec<&str> = ports.keys().map(String::as_str).collect();
+            return c.err(
+                p.span(),
+                format!(
+                    "plugins.{n}.grants.ports: no port named `{}` (declared: {})",
+                    p.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if grant.ports.contains(p.get_ref()) {
+            return c.err(
+                p.span(),
+                format!(
+                    "plugins.{n}.grants.ports: `{}` is listed twice",
+                    p.get_ref()
+                ),
+            );
+        }
+        grant.ports.push(p.get_ref().clone());
+    }
+    if grant.ports.len() > MAX_NF_PORTS {
+        return c.err(
+            0..0,
+            format!("plugins.{n}.grants.ports: more than {MAX_NF_PORTS} ports"),
+        );
+    }
+    for t in &raw.tables {
+        if kind != PluginKind::NetworkFunction {
+            return only_nf(t.span(), "tables");
+        }
+        if !tables.contains_key(t.get_ref()) {
+            let known: Vec<&str> = tables.keys().map(String::as_str).collect();
+            return c.err(
+                t.span(),
+                format!(
+                    "plugins.{n}.grants.tables: no table named `{}` (declared: {})",
+                    t.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if !grant.tables.contains(t.get_ref()) {
+            grant.tables.push(t.get_ref().clone());
+        }
+    }
+    if let Some(ctl) = &raw.control {
+        if kind != PluginKind::NetworkFunction {
+            return only_nf(ctl.span(), "control");
+        }
+        grant.control = Some(ctl.get_ref().parse().or_else(|_| {
+            c.err(
+                ctl.span(),
+                format!(
+                    "plugins.{n}.grants.control: `{}` is not an `IP:PORT` address",
+                    ctl.get_ref()
+                ),
+            )
+        })?);
+    }
+    Ok(grant)
 }
 
 fn check_limits(c: &Checker<'_>, n: &str, raw: RawLimits) -> Result<Limits, ManifestError> {
@@ -1136,6 +1475,30 @@ fn check_limits(c: &Checker<'_>, n: &str, raw: RawLimits) -> Result<Limits, Mani
             );
         }
         limits.inference_concurrency = *k.get_ref();
+    }
+    if let Some(b) = raw.batch {
+        if *b.get_ref() == 0 || *b.get_ref() > 4096 {
+            return c.err(
+                b.span(),
+                format!(
+                    "plugins.{n}.limits.batch: {} is outside 1..=4096",
+                    b.get_ref()
+                ),
+            );
+        }
+        limits.batch = *b.get_ref();
+    }
+    if let Some(t) = raw.tick_ms {
+        if *t.get_ref() < 10 || *t.get_ref() > 3_600_000 {
+            return c.err(
+                t.span(),
+                format!(
+                    "plugins.{n}.limits.tick_ms: {} is outside 10..=3600000",
+                    t.get_ref()
+                ),
+            );
+        }
+        limits.tick_ms = *t.get_ref();
     }
     Ok(limits)
 }
@@ -1410,6 +1773,111 @@ to = \"topics/cam/all\"
         ))
         .unwrap_err();
         assert!(err.message.contains("routes[0].from"), "{err}");
+    }
+
+    #[test]
+    fn ports_tables_and_network_function_grants_are_parsed_in_order() {
+        let m = parse(
+            r#"
+[ports.n3]
+kind = "af-packet"
+interface = "veth-n3"
+address = "10.0.1.1/24"
+gateway = "10.0.1.254"
+[ports.n6]
+kind = "memory"
+capacity = 64
+[tables.pdr]
+kind = "exact"
+max_entries = 1000
+[tables.routes]
+kind = "lpm"
+[plugins.upf]
+kind = "network-function"
+component = "upf.wasm"
+grants.ports = ["n6", "n3"]
+grants.tables = ["pdr", "routes"]
+grants.control = "127.0.0.1:8805"
+limits = { batch = 32, tick_ms = 50 }
+"#,
+        )
+        .unwrap();
+        let n3 = &m.ports["n3"];
+        assert_eq!(n3.kind, PortKind::AfPacket);
+        assert_eq!(n3.interface.as_deref(), Some("veth-n3"));
+        assert_eq!(n3.address.unwrap().prefix, 24);
+        assert_eq!(n3.gateway, Some("10.0.1.254".parse().unwrap()));
+        assert_eq!(m.ports["n6"].capacity, 64);
+        assert_eq!(m.tables["pdr"].max_entries, 1000);
+        assert_eq!(m.tables["routes"].kind, TableKind::Lpm);
+        assert_eq!(m.tables["routes"].max_key, 17);
+        let upf = &m.plugins["upf"];
+        assert_eq!(
+            upf.grants.nf.ports,
+            ["n6", "n3"],
+            "grant order is port numbering"
+        );
+        assert_eq!(upf.grants.nf.tables, ["pdr", "routes"]);
+        assert_eq!(
+            upf.grants.nf.control,
+            Some("127.0.0.1:8805".parse().unwrap())
+        );
+        assert_eq!((upf.limits.batch, upf.limits.tick_ms), (32, 50));
+    }
+
+    #[test]
+    fn bad_ports_tables_and_nf_grants_name_the_field() {
+        let cases = [
+            (
+                "[ports.a]\nkind = \"af-packet\"\n",
+                "ports.a: a af-packet port needs an `interface`",
+            ),
+            (
+                "[ports.a]\nkind = \"tap\"\ninterface = \"x/y\"\n",
+                "ports.a.interface",
+            ),
+            (
+                "[ports.a]\nkind = \"pcap\"\n",
+                "ports.a: a pcap port needs a `path`",
+            ),
+            (
+                "[ports.a]\nkind = \"memory\"\naddress = \"10.0.0.1\"\n",
+                "ports.a.address",
+            ),
+            (
+                "[ports.a]\nkind = \"memory\"\naddress = \"10.0.0.1/24\"\ngateway = \"10.9.0.1\"\n",
+                "not on the port's subnet",
+            ),
+            ("[ports.a]\nkind = \"wifi\"\n", "unknown variant `wifi`"),
+            (
+                "[tables.t]\nkind = \"lpm\"\nmax_key = 40\n",
+                "tables.t.max_key",
+            ),
+            (
+                "[tables.t]\nkind = \"exact\"\nmax_entries = 0\n",
+                "tables.t.max_entries",
+            ),
+            (
+                "[plugins.p]\nkind = \"network-function\"\ncomponent = \"p.wasm\"\ngrants.ports = [\"nope\"]\n",
+                "no port named `nope`",
+            ),
+            (
+                "[tables.t]\nkind = \"exact\"\n[plugins.p]\nkind = \"pipeline\"\ncomponent = \"p.wasm\"\ngrants.tables = [\"t\"]\n",
+                "only network functions have tables",
+            ),
+            (
+                "[plugins.p]\nkind = \"network-function\"\ncomponent = \"p.wasm\"\ngrants.control = \"8805\"\n",
+                "grants.control",
+            ),
+            (
+                "[plugins.p]\nkind = \"network-function\"\ncomponent = \"p.wasm\"\nlimits.batch = 0\n",
+                "limits.batch",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.to_string().contains(want), "{text}: {err}");
+        }
     }
 
     #[test]
