@@ -26,6 +26,8 @@ PACKAGES=(
     onnxruntime==1.31.1
     rapidocr-onnxruntime==1.4.4
     pillow==13.0.0
+    scapy==2.8.0
+    pycrate==0.8.1
 )
 # Transitive dependencies of the above, pinned for reproducibility.
 CONSTRAINTS=(
@@ -86,7 +88,7 @@ if ! "$PY" -m pip install --disable-pip-version-check -q \
 fi
 
 # Sanity check: every module the reference scripts import must load.
-"$PY" -c 'import onnx, numpy, onnxruntime, rapidocr_onnxruntime, PIL' >&2
+"$PY" -c 'import onnx, numpy, onnxruntime, rapidocr_onnxruntime, PIL, scapy, pycrate_mobile.TS29244_PFCP, pycrate_mobile.TS29281_GTPU' >&2
 
 printf '%s' "$WANT" >"$STAMP"
 log "ready ($VENV)"

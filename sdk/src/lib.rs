@@ -108,6 +108,7 @@ pub mod network_function {
         default_bindings_module: "outpost_sdk::network_function",
     });
     pub use outpost::plugin::nf_io;
+    pub use outpost::plugin::packet_types;
     pub use outpost::plugin::tables::{Table, open as open_table};
 }
 

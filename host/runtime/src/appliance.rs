@@ -3,8 +3,9 @@
 //! version, grant set or configuration; restart a job), and [`Appliance::status`] reports per
 //! plugin what was desired and what actually runs.
 //!
-//! Plugins are stateless code; the host keeps the state (kv namespaces, and later host tables),
-//! so every version of a plugin starts with what the one before it left.
+//! Plugins are stateless code; the host keeps the state (kv namespaces, host tables, a network
+//! function's ports and control socket), so every version of a plugin starts with what the one
+//! before it left.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ use crate::deployment::{Consumer, Deployment, JobPhase, JobRun, PIPELINE_QUEUE, 
 use crate::engine::{EngineSettings, HostEngine};
 use crate::error::RuntimeError;
 use crate::http::HttpRoute;
+use crate::nf::{NfIo, NfPortStatus, NfRunner, NfStatsSnapshot};
+use outpost_dataplane::{MemoryPortHandle, TableSet, TableStats};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
@@ -187,6 +190,10 @@ pub struct MetricsSnapshot {
     pub model_stats: Vec<(String, outpost_inference::StatsSnapshot)>,
     /// Per model: runs inside the engine now, and the most at once since it loaded.
     pub model_overlap: Vec<ModelOverlap>,
+    /// Network functions: ports and counters.
+    pub network_functions: Vec<NfStatus>,
+    /// Host tables: entries, lookups, hits, misses, insert failures.
+    pub tables: Vec<(String, TableStats)>,
 }
 
 /// A running appliance.
@@ -203,6 +210,10 @@ pub struct Appliance {
     deployments: RwLock<BTreeMap<String, Arc<Deployment>>>,
     /// Models for `wasi:nn`, swapped whole when the manifest's `[[models]]` change.
     models: SharedRegistry,
+    /// Host-owned tables of network functions: they outlive every plugin version.
+    tables: Arc<TableSet>,
+    /// Each network function's I/O (control socket, transmit queue), kept across hot swaps.
+    nf_io: Mutex<BTreeMap<String, Arc<NfIo>>>,
     http_routes: ArcSwap<Vec<HttpRoute>>,
     routing: tokio::sync::Mutex<Routing>,
     topic_log: Mutex<Option<Consumer0>>,
@@ -237,6 +248,35 @@ fn model_changes(current: &Manifest, new: &Manifest) -> Vec<String> {
         }
     }
     changes
+}
+
+/// The data plane's form of a manifest table.
+fn table_spec(t: &outpost_manifest::TableSpec) -> outpost_dataplane::TableSpec {
+    use outpost_dataplane::TableKind as K;
+    outpost_dataplane::TableSpec {
+        name: t.name.clone(),
+        kind: match t.kind {
+            outpost_manifest::TableKind::Exact => K::Exact,
+            outpost_manifest::TableKind::Lpm => K::Lpm,
+            outpost_manifest::TableKind::Counters => K::Counters,
+        },
+        max_entries: t.max_entries,
+        max_key_len: t.max_key,
+        max_value_len: t.max_value,
+    }
+}
+
+/// A network function as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NfStatus {
+    /// The plugin.
+    pub plugin: String,
+    /// Its control socket.
+    pub control: Option<String>,
+    /// Its ports, in index order.
+    pub ports: Vec<NfPortStatus>,
+    /// Its counters.
+    pub stats: NfStatsSnapshot,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -282,6 +322,8 @@ impl Appliance {
             desired_text: Mutex::new(None),
             deployments: RwLock::default(),
             models: Arc::new(ArcSwap::from_pointee(ModelRegistry::empty())),
+            tables: Arc::new(TableSet::new()),
+            nf_io: Mutex::default(),
             http_routes: ArcSwap::from_pointee(Vec::new()),
             routing: tokio::sync::Mutex::new(Routing::empty()),
             topic_log: Mutex::new(None),
@@ -381,7 +423,43 @@ impl Appliance {
                 self.models.clone(),
             ));
         }
+        if spec.kind == PluginKind::NetworkFunction {
+            ctx = ctx.with_nf(self.nf_io_for(spec)?);
+        }
         Plugin::load(&self.engine, &self.cache, &self.linker, spec, ctx, bytes).map(Arc::new)
+    }
+
+    /// The network function's I/O: the one its running versions share, or a new one (which
+    /// binds its control socket).
+    fn nf_io_for(&self, spec: &PluginSpec) -> Result<Arc<NfIo>, RuntimeError> {
+        let mut all = lock(&self.nf_io);
+        if let Some(io) = all.get(&spec.name) {
+            return Ok(io.clone());
+        }
+        let io = NfIo::new(spec, self.tables.clone())
+            .map_err(|e| RuntimeError::plugin(&spec.name, e))?;
+        all.insert(spec.name.clone(), io.clone());
+        Ok(io)
+    }
+
+    /// Starts a network function's loops on its slot.
+    fn start_nf(&self, manifest: &Manifest, deployment: &Deployment) -> Option<String> {
+        let spec = &deployment.spec;
+        if spec.kind != PluginKind::NetworkFunction {
+            return None;
+        }
+        let slot = deployment.slot()?.clone();
+        let io = lock(&self.nf_io).get(&spec.name).cloned()?;
+        match NfRunner::start(slot, spec, &manifest.ports, io) {
+            Ok(runner) => {
+                *lock(&deployment.nf) = Some(Arc::new(runner));
+                None
+            }
+            Err(e) => {
+                tracing::error!(plugin = %spec.name, error = %e, "network function did not start");
+                Some(e)
+            }
+        }
     }
 
     /// Brings up `spec` from nothing.
@@ -408,6 +486,9 @@ impl Appliance {
         };
         let deployment = Deployment::new(spec.clone(), digest, runner);
         self.start_consumer(&deployment);
+        if let Some(e) = self.start_nf(manifest, &deployment) {
+            deployment.set_apply_error(Some(e));
+        }
         deployment
     }
 
@@ -509,9 +590,23 @@ impl Appliance {
                 report.unchanged.push(name.clone());
                 continue;
             }
+            // A network function keeps its ports and control socket across a swap; new ones
+            // need a restart of its loops.
+            let nf_rewired = spec.kind == PluginKind::NetworkFunction
+                && (old.spec.grants.nf.ports != spec.grants.nf.ports
+                    || old.spec.grants.nf.control != spec.grants.nf.control
+                    || old.spec.limits.batch != spec.limits.batch
+                    || old.spec.limits.tick_ms != spec.limits.tick_ms
+                    || spec
+                        .grants
+                        .nf
+                        .ports
+                        .iter()
+                        .any(|p| manifest.ports.get(p) != current.ports.get(p)));
             let in_place = old.slot().is_some()
                 && !fields.iter().any(|f| f == "kind")
-                && spec.kind != PluginKind::Job;
+                && spec.kind != PluginKind::Job
+                && !nf_rewired;
             if in_place {
                 steps.push(Step::Update(old.clone(), spec.clone(), fields));
             } else {
@@ -564,6 +659,17 @@ impl Appliance {
             self.models.store(Arc::new(loaded));
         }
 
+        // Tables next: plugins added or updated by this apply may open them. Tables whose spec
+        // is unchanged or only grew keep their contents.
+        if manifest.tables != current.tables {
+            let specs: Vec<outpost_dataplane::TableSpec> =
+                manifest.tables.values().map(table_spec).collect();
+            match self.tables.reconcile(&specs) {
+                Ok(r) => report.routing.push(format!("tables: {r:?}")),
+                Err(e) => report.warnings.push(format!("tables: {e}")),
+            }
+        }
+
         for step in steps {
             let record = match step {
                 Step::Add(spec) => {
@@ -578,11 +684,13 @@ impl Appliance {
                 Step::Remove(old) => {
                     self.write().remove(&old.spec.name);
                     old.stop().await;
+                    lock(&self.nf_io).remove(&old.spec.name);
                     tracing::info!(plugin = %old.spec.name, "plugin removed");
                     change(&old.spec.name, "remove", vec![], Some(None))
                 }
                 Step::Replace(old, spec, fields) => {
                     old.stop().await;
+                    lock(&self.nf_io).remove(&old.spec.name);
                     let d = Arc::new(self.deploy(&manifest, &spec));
                     let error = match &d.runner {
                         Runner::Failed(e) => Some(e.clone()),
@@ -675,6 +783,7 @@ impl Appliance {
         }
         let new = Arc::new(Deployment::new(spec.clone(), digest, Runner::Slot(slot)));
         new.set_apply_error(error.clone());
+        *lock(&new.nf) = lock(&old.nf).take();
         // The consumer carries over when the subscriptions are unchanged, so not one message
         // is missed; otherwise the new subscription starts before the old one stops.
         let carried = lock(&old.consumer).take();
@@ -886,6 +995,37 @@ impl Appliance {
             .collect()
     }
 
+    /// Every running network function: ports, control socket, counters.
+    pub fn network_functions(&self) -> Vec<NfStatus> {
+        self.read()
+            .values()
+            .filter_map(|d| {
+                let nf = d.nf()?;
+                Some(NfStatus {
+                    plugin: d.spec.name.clone(),
+                    control: nf.control_addr().map(|a| a.to_string()),
+                    ports: nf.ports(),
+                    stats: nf.stats(),
+                })
+            })
+            .collect()
+    }
+
+    /// The test handle of memory port `port` of network function `plugin`.
+    pub fn memory_port(&self, plugin: &str, port: &str) -> Option<MemoryPortHandle> {
+        self.read().get(plugin)?.nf()?.memory_port(port)
+    }
+
+    /// The host-owned tables.
+    pub fn tables(&self) -> &Arc<TableSet> {
+        &self.tables
+    }
+
+    /// Per table: entries, lookups, hits, misses, insert failures.
+    pub fn table_stats(&self) -> Vec<(String, TableStats)> {
+        self.tables.stats()
+    }
+
     /// Per model: how many computes run inside the engine now, and the most that ever did at
     /// once (computes on one graph overlap instead of queueing behind one lock).
     pub fn model_overlap(&self) -> Vec<ModelOverlap> {
@@ -917,6 +1057,8 @@ impl Appliance {
             models: self.models(),
             model_stats: self.model_stats(),
             model_overlap: self.model_overlap(),
+            network_functions: self.network_functions(),
+            tables: self.table_stats(),
         }
     }
 

@@ -86,6 +86,11 @@ pub fn requirement(interface: &str, kind: PluginKind) -> Requirement {
             }
             "bus" => Requirement::Grant("a bus topic", "grants.bus"),
             "kv" => Requirement::Grant("a kv namespace", "grants.kv"),
+            "tables" if kind == PluginKind::NetworkFunction => {
+                Requirement::Grant("a table", "grants.tables")
+            }
+            // Each function checks its own grant (a port, the control socket) when called.
+            "nf-io" if kind == PluginKind::NetworkFunction => Requirement::Ambient,
             _ => Requirement::Unsupported,
         },
         "wasi:io" | "wasi:clocks" | "wasi:random" if wasi_02 => Requirement::Ambient,
@@ -122,6 +127,7 @@ fn granted(key: &str, grants: &Grants) -> bool {
         "grants.dirs" => !grants.dirs.is_empty(),
         "grants.net" => !grants.net.is_empty(),
         "grants.models" => !grants.models.is_empty() || grants.nn_load.is_some(),
+        "grants.tables" => !grants.nf.tables.is_empty(),
         _ => false,
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Deployment {
     pub apply_error: Mutex<Option<String>>,
     /// The bus consumer feeding a pipeline its subscriptions.
     pub consumer: Mutex<Option<Consumer>>,
+    /// A network function's ports, data path, control path and timer.
+    pub nf: Mutex<Option<Arc<crate::nf::NfRunner>>>,
 }
 
 impl Deployment {
@@ -57,6 +59,7 @@ impl Deployment {
             runner,
             apply_error: Mutex::new(None),
             consumer: Mutex::new(None),
+            nf: Mutex::new(None),
         }
     }
 
@@ -69,6 +72,11 @@ impl Deployment {
 
     pub(crate) fn set_apply_error(&self, error: Option<String>) {
         *self.apply_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// The network function runner, if this is a running network function.
+    pub(crate) fn nf(&self) -> Option<Arc<crate::nf::NfRunner>> {
+        self.nf.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn apply_error(&self) -> Option<String> {
@@ -87,6 +95,10 @@ impl Deployment {
             .take();
         if let Some(c) = consumer {
             c.stop().await;
+        }
+        let nf = self.nf.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(nf) = nf {
+            nf.stop().await;
         }
         if let Runner::Job(job) = &self.runner {
             job.stop().await;

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod job;
 pub mod limits;
 pub mod metrics;
+pub mod nf;
 pub mod plugin;
 pub mod routing;
 pub mod slot;

@@ -23,10 +23,13 @@ use crate::limits::PluginLimiter;
 
 /// Host bindings of the `outpost:plugin` interfaces (generated from `wit/`).
 #[allow(missing_docs)]
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "outpost:plugin/imports",
+        with: {
+            "outpost:plugin/tables.table": crate::nf::TableHandle,
+        },
     });
 }
 
@@ -57,6 +60,8 @@ pub struct PluginContext {
     pub kv: Option<KvNamespace>,
     /// Its `wasi:nn` grants, limit and counters, when it may run models.
     pub nn: Option<Arc<NnPolicy>>,
+    /// Its tables, ports and control socket, when it is a network function.
+    pub nf: Option<Arc<crate::nf::NfIo>>,
     log_budget: Mutex<LogBudget>,
 }
 
@@ -86,6 +91,7 @@ impl PluginContext {
             bus,
             kv,
             nn: None,
+            nf: None,
             log_budget: Mutex::new(LogBudget {
                 tokens: LOG_BURST,
                 refilled: Instant::now(),
@@ -97,6 +103,12 @@ impl PluginContext {
     /// Gives the plugin `wasi:nn` under `policy` (its model grants and concurrency limit).
     pub fn with_nn(mut self, policy: NnPolicy) -> PluginContext {
         self.nn = Some(Arc::new(policy));
+        self
+    }
+
+    /// Gives the plugin its network-function I/O (tables, ports, control socket).
+    pub fn with_nf(mut self, io: Arc<crate::nf::NfIo>) -> PluginContext {
+        self.nf = Some(io);
         self
     }
 
@@ -206,7 +218,7 @@ pub struct StoreState {
     pub(crate) plugin: Arc<PluginContext>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     hooks: DenyOutgoingHttp,
     pub(crate) limiter: PluginLimiter,
     pub(crate) deadline: Option<Instant>,
