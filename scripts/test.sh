@@ -31,6 +31,12 @@ if ! command -v tshark >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tshark >/dev/null
 fi
+if ! command -v tcpdump >/dev/null; then
+  say "installing tcpdump (libpcap reads the captures the data plane writes)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tcpdump >/dev/null
+fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
@@ -54,6 +60,10 @@ cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --workspa
 say "tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/test.log
+
+say "fuzzing the PFCP and GTP-U parsers (bounded: 30 s per target)"
+scripts/fuzz.sh 30 2>&1 | grep -E '^(==>|Done|#[0-9]+ *DONE|INFO: fuzzing)|crash|panicked' || true
+test -z "$(ls -A nfv/fuzz/artifacts 2>/dev/null)" || { echo "fuzzing found crashes: nfv/fuzz/artifacts"; exit 1; }
 
 say "benchmarks (quick mode: they must run, figures are not asserted)"
 for bench in runtime operations; do
