@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("OCR_PIPELINE", "ocr-pipeline", "ocr_pipeline.wasm"),
     ("VAD_PIPELINE", "vad-pipeline", "vad_pipeline.wasm"),
     ("NN_RUNNER", "nn-runner", "nn_runner.wasm"),
+    ("UPF", "upf", "upf.wasm"),
     ("NF_PATCH", "nf-patch", "nf_patch.wasm"),
 ];
 

@@ -212,7 +212,7 @@ async fn ten_hot_swaps_under_traffic_lose_no_packet_and_keep_the_table() {
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 sent += 1;
-                if sent % 16 == 0 {
+                if sent.is_multiple_of(16) {
                     std::thread::sleep(Duration::from_micros(100));
                 }
             }
@@ -259,10 +259,18 @@ async fn ten_hot_swaps_under_traffic_lose_no_packet_and_keep_the_table() {
     let seen: HashSet<u8> = tags.iter().copied().collect();
     assert_eq!(seen.len(), 11, "every version forwarded traffic: {seen:?}");
     assert_eq!(
-        app.plugin_status("patch").unwrap().actual.version.as_deref(),
+        app.plugin_status("patch")
+            .unwrap()
+            .actual
+            .version
+            .as_deref(),
         Some("11")
     );
-    assert_eq!(counts(&app, "in/0").0, u64::from(total), "the table outlived 10 versions");
+    assert_eq!(
+        counts(&app, "in/0").0,
+        u64::from(total),
+        "the table outlived 10 versions"
+    );
     let nf = &app.network_functions()[0];
     assert_eq!(nf.stats.rejected_batches, 0);
     assert_eq!(nf.ports[1].stats.tx_drops, 0);

@@ -1,0 +1,168 @@
+//! The UPF as a `network-function` plugin: the WIT exports delegate to [`outpost_upf::Upf`],
+//! with [`Tables`] over the host's `tables` resources and [`Io`] over `nf-io`, `log` and the
+//! wall clock.
+//!
+//! The instance keeps only what can be rebuilt: the parsed configuration and the opened table
+//! handles. Sessions and every other piece of state are in the host tables, so any call may
+//! land on a fresh instance or on a newer version of this plugin.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use outpost_sdk::network_function::outpost::plugin::packet_types::{BatchResult, Verdict};
+use outpost_sdk::network_function::{Guest, Table, nf_io, open_table};
+use outpost_sdk::{config, log};
+use outpost_upf::{BatchOut, Io, Level, TableError, TableId, Tables, Upf};
+
+/// Table handles, opened on first use (a table that is not granted fails only when used).
+struct GuestTables {
+    handles: [Option<Table>; 6],
+}
+
+impl GuestTables {
+    fn table(&mut self, id: TableId) -> Result<&Table, TableError> {
+        let slot = &mut self.handles[id.index()];
+        if slot.is_none() {
+            *slot = Some(open_table(id.name()).map_err(|e| format!("{}: {e}", id.name()))?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| format!("{}: not open", id.name()))
+    }
+}
+
+impl Tables for GuestTables {
+    fn get(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, TableError> {
+        Ok(self.table(table)?.get(key))
+    }
+
+    fn get_many(
+        &mut self,
+        table: TableId,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, TableError> {
+        Ok(self.table(table)?.get_many(keys))
+    }
+
+    fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<(), TableError> {
+        self.table(table)?.put(key, value)
+    }
+
+    fn remove(&mut self, table: TableId, key: &[u8]) -> Result<bool, TableError> {
+        Ok(self.table(table)?.remove(key))
+    }
+
+    fn count(
+        &mut self,
+        table: TableId,
+        key: &[u8],
+        packets: u64,
+        bytes: u64,
+    ) -> Result<(u64, u64), TableError> {
+        self.table(table)?.count(key, packets, bytes)
+    }
+
+    fn keys(
+        &mut self,
+        table: TableId,
+        after: Option<&[u8]>,
+        max: u32,
+    ) -> Result<Vec<Vec<u8>>, TableError> {
+        Ok(self.table(table)?.keys(after, max))
+    }
+}
+
+/// `nf-io`, `log` and the wall clock.
+struct GuestIo;
+
+impl Io for GuestIo {
+    fn transmit(&mut self, port: u16, packet: &[u8]) -> Result<(), String> {
+        nf_io::transmit(port, packet)
+    }
+
+    fn send_control(&mut self, peer: &str, datagram: &[u8]) -> Result<(), String> {
+        nf_io::send_control(peer, datagram)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        match level {
+            Level::Trace => log::trace(message),
+            Level::Debug => log::debug(message),
+            Level::Info => log::info(message),
+            Level::Warn => log::warn(message),
+            Level::Error => log::error(message),
+        }
+    }
+
+    fn unix_time_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// What one instance caches: all of it can be rebuilt.
+struct Instance {
+    upf: Upf,
+    tables: GuestTables,
+    out: BatchOut,
+}
+
+impl Instance {
+    fn new() -> Self {
+        let upf = Upf::from_lookup(config::get);
+        if let Some(e) = upf.config_error() {
+            log::error(&format!("UPF disabled, every packet is dropped: {e}"));
+        }
+        Instance {
+            upf,
+            tables: GuestTables {
+                handles: Default::default(),
+            },
+            out: BatchOut::new(),
+        }
+    }
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
+}
+
+fn with_instance<R>(f: impl FnOnce(&mut Instance) -> R) -> R {
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        f(slot.get_or_insert_with(Instance::new))
+    })
+}
+
+struct UpfPlugin;
+
+impl Guest for UpfPlugin {
+    fn process(ingress: Vec<u16>, lengths: Vec<u32>, data: Vec<u8>) -> BatchResult {
+        with_instance(|i| {
+            let Instance { upf, tables, out } = i;
+            upf.process(tables, &mut GuestIo, &ingress, &lengths, &data, out);
+            BatchResult {
+                verdicts: out
+                    .verdicts
+                    .iter()
+                    .map(|v| match v {
+                        outpost_upf::Verdict::Drop => Verdict::Drop,
+                        outpost_upf::Verdict::Forward(port) => Verdict::Forward(*port),
+                    })
+                    .collect(),
+                lengths: std::mem::take(&mut out.lengths),
+                data: std::mem::take(&mut out.data),
+            }
+        })
+    }
+
+    fn control(peer: String, datagram: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+        with_instance(|i| i.upf.control(&mut i.tables, &mut GuestIo, &peer, &datagram))
+    }
+
+    fn tick(now_ms: u64) {
+        with_instance(|i| i.upf.tick(&mut i.tables, &mut GuestIo, now_ms));
+    }
+}
+
+outpost_sdk::export_network_function!(UpfPlugin);
