@@ -27,11 +27,11 @@ use crate::engine::{EngineSettings, HostEngine};
 use crate::error::RuntimeError;
 use crate::http::HttpRoute;
 use crate::nf::{NfIo, NfPortStatus, NfRunner, NfStatsSnapshot};
-use outpost_dataplane::{MemoryPortHandle, TableSet, TableStats};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
 use crate::state::{PluginContext, StoreState};
+use outpost_dataplane::{MemoryPortHandle, TableSet, TableStats};
 use outpost_inference::host::{NnPolicy, SharedRegistry};
 use outpost_inference::{ModelRegistry, ModelStatus, RuntimeStatus};
 

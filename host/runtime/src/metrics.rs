@@ -442,16 +442,56 @@ fn render_inference(f: &mut Family<'_>, m: &MetricsSnapshot) {
 fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {
     type Counter = fn(&crate::nf::NfStatsSnapshot) -> u64;
     let counters: [(&str, &str, Counter); 10] = [
-        ("outpost_nf_batches_total", "Batches handed to a network function.", |s| s.batches),
-        ("outpost_nf_packets_total", "Packets handed to a network function.", |s| s.packets_in),
-        ("outpost_nf_forwarded_total", "Packets a network function forwarded.", |s| s.forwarded),
-        ("outpost_nf_dropped_total", "Packets a network function dropped (verdict or rejected batch).", |s| s.dropped),
-        ("outpost_nf_rejected_batches_total", "Batches dropped whole: trap, limit or malformed result.", |s| s.rejected_batches),
-        ("outpost_nf_injected_total", "Packets sent with nf-io transmit.", |s| s.injected),
-        ("outpost_nf_control_in_total", "Control datagrams received.", |s| s.control_in),
-        ("outpost_nf_control_out_total", "Control datagrams sent.", |s| s.control_out),
-        ("outpost_nf_control_errors_total", "Control calls or sends that failed.", |s| s.control_errors),
-        ("outpost_nf_unresolved_drops_total", "Packets dropped for want of a next hop's MAC.", |s| s.unresolved_drops),
+        (
+            "outpost_nf_batches_total",
+            "Batches handed to a network function.",
+            |s| s.batches,
+        ),
+        (
+            "outpost_nf_packets_total",
+            "Packets handed to a network function.",
+            |s| s.packets_in,
+        ),
+        (
+            "outpost_nf_forwarded_total",
+            "Packets a network function forwarded.",
+            |s| s.forwarded,
+        ),
+        (
+            "outpost_nf_dropped_total",
+            "Packets a network function dropped (verdict or rejected batch).",
+            |s| s.dropped,
+        ),
+        (
+            "outpost_nf_rejected_batches_total",
+            "Batches dropped whole: trap, limit or malformed result.",
+            |s| s.rejected_batches,
+        ),
+        (
+            "outpost_nf_injected_total",
+            "Packets sent with nf-io transmit.",
+            |s| s.injected,
+        ),
+        (
+            "outpost_nf_control_in_total",
+            "Control datagrams received.",
+            |s| s.control_in,
+        ),
+        (
+            "outpost_nf_control_out_total",
+            "Control datagrams sent.",
+            |s| s.control_out,
+        ),
+        (
+            "outpost_nf_control_errors_total",
+            "Control calls or sends that failed.",
+            |s| s.control_errors,
+        ),
+        (
+            "outpost_nf_unresolved_drops_total",
+            "Packets dropped for want of a next hop's MAC.",
+            |s| s.unresolved_drops,
+        ),
     ];
     for (name, help, get) in counters {
         f.head(name, "counter", help);
@@ -461,18 +501,44 @@ fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {
     }
     type PortCounter = fn(&outpost_dataplane::PortStats) -> u64;
     let ports: [(&str, &str, PortCounter); 6] = [
-        ("outpost_port_rx_packets_total", "Frames a port received.", |s| s.rx_packets),
-        ("outpost_port_rx_bytes_total", "Bytes a port received.", |s| s.rx_bytes),
-        ("outpost_port_rx_drops_total", "Frames a port lost on receive.", |s| s.rx_drops),
-        ("outpost_port_tx_packets_total", "Frames a port sent.", |s| s.tx_packets),
-        ("outpost_port_tx_bytes_total", "Bytes a port sent.", |s| s.tx_bytes),
-        ("outpost_port_tx_drops_total", "Frames a port could not send.", |s| s.tx_drops),
+        (
+            "outpost_port_rx_packets_total",
+            "Frames a port received.",
+            |s| s.rx_packets,
+        ),
+        (
+            "outpost_port_rx_bytes_total",
+            "Bytes a port received.",
+            |s| s.rx_bytes,
+        ),
+        (
+            "outpost_port_rx_drops_total",
+            "Frames a port lost on receive.",
+            |s| s.rx_drops,
+        ),
+        (
+            "outpost_port_tx_packets_total",
+            "Frames a port sent.",
+            |s| s.tx_packets,
+        ),
+        ("outpost_port_tx_bytes_total", "Bytes a port sent.", |s| {
+            s.tx_bytes
+        }),
+        (
+            "outpost_port_tx_drops_total",
+            "Frames a port could not send.",
+            |s| s.tx_drops,
+        ),
     ];
     for (name, help, get) in ports {
         f.head(name, "counter", help);
         for nf in &m.network_functions {
             for p in &nf.ports {
-                f.sample(name, &[("plugin", &nf.plugin), ("port", &p.name)], get(&p.stats));
+                f.sample(
+                    name,
+                    &[("plugin", &nf.plugin), ("port", &p.name)],
+                    get(&p.stats),
+                );
             }
         }
     }
@@ -480,13 +546,25 @@ fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {
     for (name, t) in &m.tables {
         f.sample("outpost_table_entries", &[("table", name)], t.entries);
     }
-    f.head("outpost_table_lookups_total", "counter", "Lookups in a host table.");
+    f.head(
+        "outpost_table_lookups_total",
+        "counter",
+        "Lookups in a host table.",
+    );
     for (name, t) in &m.tables {
         f.sample("outpost_table_lookups_total", &[("table", name)], t.lookups);
     }
-    f.head("outpost_table_insert_failures_total", "counter", "Puts a host table refused (full, too large).");
+    f.head(
+        "outpost_table_insert_failures_total",
+        "counter",
+        "Puts a host table refused (full, too large).",
+    );
     for (name, t) in &m.tables {
-        f.sample("outpost_table_insert_failures_total", &[("table", name)], t.insert_failures);
+        f.sample(
+            "outpost_table_insert_failures_total",
+            &[("table", name)],
+            t.insert_failures,
+        );
     }
 }
 

@@ -298,9 +298,7 @@ impl tables::HostTable for StoreState {
         let table = self.table_of(&handle).map_err(|e| e.to_string())?;
         match table.kind() {
             TableKind::Counters => {
-                table
-                    .add(&key, packets, bytes)
-                    .map_err(|e| e.to_string())?;
+                table.add(&key, packets, bytes).map_err(|e| e.to_string())?;
                 let v = table.get(&key).unwrap_or_default();
                 Ok(decode_counters(&v))
             }
@@ -313,7 +311,10 @@ impl tables::HostTable for StoreState {
                     .map_err(|e| e.to_string())?;
                 Ok(total)
             }
-            TableKind::Lpm => Err(format!("table `{}` is an lpm table: it cannot count", table.name())),
+            TableKind::Lpm => Err(format!(
+                "table `{}` is an lpm table: it cannot count",
+                table.name()
+            )),
         }
     }
 
@@ -452,10 +453,11 @@ impl DataInstance {
             .await;
         let (result,) = called.map_err(|e| self.plugin.classify(&e))?;
         out.clear();
-        out.verdicts.extend(result.verdicts.into_iter().map(|v| match v {
-            RawVerdict::Drop => Verdict::Drop,
-            RawVerdict::Forward(p) => Verdict::Forward(p),
-        }));
+        out.verdicts
+            .extend(result.verdicts.into_iter().map(|v| match v {
+                RawVerdict::Drop => Verdict::Drop,
+                RawVerdict::Forward(p) => Verdict::Forward(p),
+            }));
         out.lengths = result.lengths;
         out.data = result.data;
         Ok(())
@@ -548,7 +550,9 @@ impl IpLink {
     }
 
     fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.address) & mask
     }
 
@@ -613,7 +617,13 @@ impl IpLink {
         }
     }
 
-    fn arp_frame(&self, op: u16, eth_dst: [u8; 6], target_mac: [u8; 6], target: Ipv4Addr) -> Vec<u8> {
+    fn arp_frame(
+        &self,
+        op: u16,
+        eth_dst: [u8; 6],
+        target_mac: [u8; 6],
+        target: Ipv4Addr,
+    ) -> Vec<u8> {
         let mut f = Vec::with_capacity(42);
         f.extend_from_slice(&eth_dst);
         f.extend_from_slice(&self.mac);
@@ -848,7 +858,12 @@ impl NfRunner {
 impl Drop for NfRunner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -895,7 +910,10 @@ fn data_path(
     stop: Arc<AtomicBool>,
     batch_max: usize,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(plugin = %io.plugin, error = %e, "cannot start the data path");
@@ -912,7 +930,12 @@ fn data_path(
     while !stop.load(Ordering::Relaxed) {
         // Packets the control path and timer asked to send.
         while let Ok((port, packet)) = inject.try_recv() {
-            send_packets(&mut ports, usize::from(port), std::iter::once(&packet[..]), stats);
+            send_packets(
+                &mut ports,
+                usize::from(port),
+                std::iter::once(&packet[..]),
+                stats,
+            );
         }
         for p in ports.iter_mut() {
             if let Some(link) = &mut p.link {
@@ -989,9 +1012,7 @@ fn data_path(
                     message: format!("returned a malformed batch result: {e}"),
                 })
         });
-        current
-            .plugin
-            .record(started, outcome.as_ref().map(|_| ()));
+        current.plugin.record(started, outcome.as_ref().map(|_| ()));
         if let Err(e) = outcome {
             reject(&slot, &active, &e, stats, batch.len());
             // A trap may leave the instance broken: start the next batch on a fresh one.
@@ -1133,8 +1154,12 @@ mod tests {
         let mut replies = Vec::new();
         let peer = [2, 0, 0, 0, 0, 9];
         assert!(
-            l.receive(&arp_request(peer, [10, 0, 1, 9], [10, 0, 1, 1]), &mut replies, &stats)
-                .is_none()
+            l.receive(
+                &arp_request(peer, [10, 0, 1, 9], [10, 0, 1, 1]),
+                &mut replies,
+                &stats
+            )
+            .is_none()
         );
         assert_eq!(replies.len(), 1);
         let r = &replies[0];
@@ -1144,7 +1169,11 @@ mod tests {
         assert_eq!(&r[28..32], &[10, 0, 1, 1]);
         // ARP for someone else is not answered.
         replies.clear();
-        l.receive(&arp_request(peer, [10, 0, 1, 9], [10, 0, 1, 7]), &mut replies, &stats);
+        l.receive(
+            &arp_request(peer, [10, 0, 1, 9], [10, 0, 1, 7]),
+            &mut replies,
+            &stats,
+        );
         assert!(replies.is_empty());
         // The asker is now a neighbour: a packet to it is framed at once.
         let mut out = Vec::new();
@@ -1193,7 +1222,10 @@ mod tests {
         frame.extend_from_slice(&[0; 26]); // Ethernet padding
         let ip = l.receive(&frame, &mut replies, &stats).unwrap();
         assert_eq!(ip.len(), 20);
-        assert_eq!(l.neighbours.get(&Ipv4Addr::new(10, 0, 1, 5)), Some(&[2, 0, 0, 0, 0, 5]));
+        assert_eq!(
+            l.neighbours.get(&Ipv4Addr::new(10, 0, 1, 5)),
+            Some(&[2, 0, 0, 0, 0, 5])
+        );
         // To another MAC: not ours.
         frame[0..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
         assert!(l.receive(&frame, &mut replies, &stats).is_none());
