@@ -464,6 +464,26 @@ impl DataInstance {
     }
 }
 
+/// One instance of a network function, called batch by batch as the data path calls it: for
+/// benchmarks and tests that measure the crossing without ports.
+pub struct NfInstance {
+    inner: DataInstance,
+}
+
+impl NfInstance {
+    /// Instantiates `plugin` (a loaded network function with its context and tables).
+    pub async fn new(plugin: Arc<Plugin>) -> Result<NfInstance, CallError> {
+        Ok(NfInstance {
+            inner: DataInstance::new(plugin).await?,
+        })
+    }
+
+    /// One `process` call on `batch`; the plugin's answer lands in `out`.
+    pub async fn process(&mut self, batch: &Batch, out: &mut BatchResult) -> Result<(), CallError> {
+        self.inner.process(batch, out).await
+    }
+}
+
 /// Calls the plugin's `control` export on a fresh instance.
 async fn call_control(
     plugin: &Plugin,
