@@ -45,7 +45,7 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
             let mut sent = 0u64;
             while swapping.load(Ordering::Relaxed) || sent < 4_000 {
                 let i = (sent / 2 % u64::from(SESSIONS)) as u32;
-                let (port, packet) = if sent % 2 == 0 {
+                let (port, packet) = if sent.is_multiple_of(2) {
                     (&n3, uplink(teids[i as usize], i, sent, LEN))
                 } else {
                     (&n6, downlink(i, sent, LEN))

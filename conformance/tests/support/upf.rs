@@ -183,7 +183,7 @@ impl Smf {
         let volume = r
             .usage_report
             .first()
-            .and_then(|u| u.volume_measurement.clone());
+            .and_then(|u| u.volume_measurement);
         (
             r.cause,
             volume.as_ref().and_then(|v| v.uplink_volume),
