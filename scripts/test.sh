@@ -74,6 +74,12 @@ done
 cargo bench -p outpost-conformance --bench inference --locked -- --quick > target/bench-inference.log 2>&1 || {
   tail -50 target/bench-inference.log; exit 1; }
 grep -E '^(ocr/|ratios|  )' target/bench-inference.log
+cargo bench -p outpost-conformance --bench upf --locked -- --quick > target/bench-upf.log 2>&1 || {
+  tail -50 target/bench-upf.log; exit 1; }
+grep -E '^(upf|ratios|  )' target/bench-upf.log
+cargo bench -p outpost-dataplane --bench ports --locked -- --quick --noplot > target/bench-ports.log 2>&1 || {
+  tail -50 target/bench-ports.log; exit 1; }
+sed -n '/^ratios/,$p' target/bench-ports.log
 
 # One closing line with the totals of every test binary and doc-test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

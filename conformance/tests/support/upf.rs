@@ -180,10 +180,7 @@ impl Smf {
         let Body::SessionDeletionResponse(r) = Message::parse(&bytes).unwrap().body else {
             panic!("not a deletion response")
         };
-        let volume = r
-            .usage_report
-            .first()
-            .and_then(|u| u.volume_measurement);
+        let volume = r.usage_report.first().and_then(|u| u.volume_measurement);
         (
             r.cause,
             volume.as_ref().and_then(|v| v.uplink_volume),

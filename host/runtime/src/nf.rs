@@ -296,26 +296,7 @@ impl tables::HostTable for StoreState {
         bytes: u64,
     ) -> Result<(u64, u64), String> {
         let table = self.table_of(&handle).map_err(|e| e.to_string())?;
-        match table.kind() {
-            TableKind::Counters => {
-                table.add(&key, packets, bytes).map_err(|e| e.to_string())?;
-                let v = table.get(&key).unwrap_or_default();
-                Ok(decode_counters(&v))
-            }
-            // Exact tables count in a 16-byte value (packets, bytes; little endian).
-            TableKind::Exact => {
-                let (p, b) = table.get(&key).map_or((0, 0), |v| decode_counters(&v));
-                let total = (p.saturating_add(packets), b.saturating_add(bytes));
-                table
-                    .put(&key, &counters_value(total.0, total.1))
-                    .map_err(|e| e.to_string())?;
-                Ok(total)
-            }
-            TableKind::Lpm => Err(format!(
-                "table `{}` is an lpm table: it cannot count",
-                table.name()
-            )),
-        }
+        count(&table, &key, packets, bytes)
     }
 
     fn keys(
@@ -324,25 +305,54 @@ impl tables::HostTable for StoreState {
         after: Option<Vec<u8>>,
         max: u32,
     ) -> Vec<Vec<u8>> {
-        let Ok(table) = self.table_of(&handle) else {
-            return Vec::new();
-        };
-        let max = max.min(MAX_KEYS_PAGE) as usize;
-        let mut keys = Vec::new();
-        table.for_each(|k, _| {
-            if after.as_deref().is_none_or(|a| k > a) {
-                keys.push(k.to_vec());
-            }
-        });
-        keys.sort_unstable();
-        keys.truncate(max);
-        keys
+        match self.table_of(&handle) {
+            Ok(table) => keys(&table, after.as_deref(), max),
+            Err(_) => Vec::new(),
+        }
     }
 
     fn drop(&mut self, handle: Resource<TableHandle>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
     }
+}
+
+/// `tables.count`: adds to the counter under `key` and returns its totals. Counter tables count
+/// atomically under a 4-byte index key; exact tables keep a 16-byte value (packets, bytes; little
+/// endian) under any key.
+pub fn count(table: &Table, key: &[u8], packets: u64, bytes: u64) -> Result<(u64, u64), String> {
+    match table.kind() {
+        TableKind::Counters => {
+            table.add(key, packets, bytes).map_err(|e| e.to_string())?;
+            Ok(decode_counters(&table.get(key).unwrap_or_default()))
+        }
+        TableKind::Exact => {
+            let (p, b) = table.get(key).map_or((0, 0), |v| decode_counters(&v));
+            let total = (p.saturating_add(packets), b.saturating_add(bytes));
+            table
+                .put(key, &counters_value(total.0, total.1))
+                .map_err(|e| e.to_string())?;
+            Ok(total)
+        }
+        TableKind::Lpm => Err(format!(
+            "table `{}` is an lpm table: it cannot count",
+            table.name()
+        )),
+    }
+}
+
+/// `tables.keys`: up to `max` keys (at most 4096) after `after`, in key order.
+pub fn keys(table: &Table, after: Option<&[u8]>, max: u32) -> Vec<Vec<u8>> {
+    let max = max.min(MAX_KEYS_PAGE) as usize;
+    let mut keys = Vec::new();
+    table.for_each(|k, _| {
+        if after.is_none_or(|a| k > a) {
+            keys.push(k.to_vec());
+        }
+    });
+    keys.sort_unstable();
+    keys.truncate(max);
+    keys
 }
 
 fn decode_counters(v: &[u8]) -> (u64, u64) {
