@@ -12,6 +12,8 @@
 
 #[path = "support/models.rs"]
 mod support;
+#[path = "support/upf.rs"]
+mod upf;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,41 +129,21 @@ kind = "af-packet"
 interface = "{n6}"
 address = "10.0.2.1/24"
 
-[tables.upf-state]
-kind = "exact"
-max_entries = 1024
-max_value = 65536
-[tables.upf-sessions]
-kind = "exact"
-max_entries = 100000
-max_value = 65536
-[tables.upf-uplink]
-kind = "exact"
-max_entries = 100000
-max_value = 4096
-[tables.upf-downlink]
-kind = "exact"
-max_entries = 100000
-max_value = 4096
-[tables.upf-qer]
-kind = "exact"
-max_entries = 100000
-[tables.upf-usage]
-kind = "exact"
-max_entries = 100000
-
+{tables}
 [plugins.upf]
 kind = "network-function"
 component = "upf.wasm"
 version = "1"
 config = {{ n3-address = "10.0.1.1", node-id = "10.0.1.1" }}
 grants.ports = ["n3", "n6"]
-grants.tables = ["upf-state", "upf-sessions", "upf-uplink", "upf-downlink", "upf-qer", "upf-usage"]
+grants.tables = {granted}
 grants.control = "127.0.0.1:0"
 limits = {{ memory_mb = 64, deadline_ms = 1000 }}
 "#,
         n3 = t.n3,
-        n6 = t.n6
+        n6 = t.n6,
+        tables = upf::tables(100_000),
+        granted = upf::GRANTED_TABLES,
     )
 }
 

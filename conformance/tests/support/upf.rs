@@ -23,7 +23,32 @@ capacity = 65536
 [ports.n6]
 kind = "memory"
 capacity = 65536
+{tables}
+[plugins.upf]
+kind = "network-function"
+component = "upf.wasm"
+version = "{version}"
+config = {{ n3-address = "{n3}", node-id = "{node}", heartbeat-interval-ms = "0" }}
+grants.ports = ["n3", "n6"]
+grants.tables = {granted}
+grants.control = "127.0.0.1:0"
+limits = {{ memory_mb = 64, deadline_ms = 1000, batch = {batch} }}
+"#,
+        tables = tables(sessions),
+        granted = GRANTED_TABLES,
+        n3 = common::N3_ADDR,
+        node = common::NODE_ADDR,
+    )
+}
 
+/// The UPF's tables, as `grants.tables` lists them.
+pub const GRANTED_TABLES: &str =
+    r#"["upf-state", "upf-sessions", "upf-uplink", "upf-downlink", "upf-qer", "upf-usage"]"#;
+
+/// The six tables the UPF keeps its state in, sized for `sessions`.
+pub fn tables(sessions: u64) -> String {
+    format!(
+        r#"
 [tables.upf-state]
 kind = "exact"
 max_entries = 1024
@@ -46,20 +71,8 @@ max_entries = {entries}
 [tables.upf-usage]
 kind = "exact"
 max_entries = {entries}
-
-[plugins.upf]
-kind = "network-function"
-component = "upf.wasm"
-version = "{version}"
-config = {{ n3-address = "{n3}", node-id = "{node}", heartbeat-interval-ms = "0" }}
-grants.ports = ["n3", "n6"]
-grants.tables = ["upf-state", "upf-sessions", "upf-uplink", "upf-downlink", "upf-qer", "upf-usage"]
-grants.control = "127.0.0.1:0"
-limits = {{ memory_mb = 64, deadline_ms = 1000, batch = {batch} }}
 "#,
         entries = sessions * 4 + 64,
-        n3 = common::N3_ADDR,
-        node = common::NODE_ADDR,
     )
 }
 

@@ -426,15 +426,23 @@ struct DataInstance {
     instance: wasmtime::component::Instance,
 }
 
+/// A new store and instance of `plugin`, its deadline armed.
+async fn instantiate(
+    plugin: &Plugin,
+) -> Result<(wasmtime::Store<StoreState>, wasmtime::component::Instance), CallError> {
+    let mut store = plugin.new_store()?;
+    arm_deadline(&mut store);
+    let instance = plugin
+        .instance_pre()
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| plugin.classify_instantiate(&e))?;
+    Ok((store, instance))
+}
+
 impl DataInstance {
     async fn new(plugin: Arc<Plugin>) -> Result<DataInstance, CallError> {
-        let mut store = plugin.new_store()?;
-        arm_deadline(&mut store);
-        let instance = plugin
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| plugin.classify_instantiate(&e))?;
+        let (store, instance) = instantiate(&plugin).await?;
         Ok(DataInstance {
             plugin,
             store,
@@ -500,13 +508,7 @@ async fn call_control(
     peer: &str,
     datagram: &[u8],
 ) -> Result<Vec<(String, Vec<u8>)>, CallError> {
-    let mut store = plugin.new_store()?;
-    arm_deadline(&mut store);
-    let instance = plugin
-        .instance_pre()
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| plugin.classify_instantiate(&e))?;
+    let (mut store, instance) = instantiate(plugin).await?;
     let func = instance
         .get_typed_func::<(&str, &[u8]), (Vec<(String, Vec<u8>)>,)>(&mut store, "control")
         .map_err(|e| CallError::Instantiate {
@@ -522,13 +524,7 @@ async fn call_control(
 
 /// Calls the plugin's `tick` export on a fresh instance.
 async fn call_tick(plugin: &Plugin, now_ms: u64) -> Result<(), CallError> {
-    let mut store = plugin.new_store()?;
-    arm_deadline(&mut store);
-    let instance = plugin
-        .instance_pre()
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| plugin.classify_instantiate(&e))?;
+    let (mut store, instance) = instantiate(plugin).await?;
     let func = instance
         .get_typed_func::<(u64,), ()>(&mut store, "tick")
         .map_err(|e| CallError::Instantiate {

@@ -11,6 +11,8 @@
 //!
 //! Needs `scripts/pyenv.sh` (scapy, pycrate) and tshark; `scripts/test.sh` installs both.
 
+// One copy of the interop helpers serves both codec crates.
+#[path = "../../gtpu/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

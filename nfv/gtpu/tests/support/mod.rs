@@ -1,7 +1,7 @@
 //! Helpers of the interop tests: the reference Python, tshark, and a classic pcap writer that
 //! wraps payloads in IPv4/UDP (linktype RAW) with smoltcp's wire module.
 //!
-//! The same file sits in `nfv/gtpu/tests/support/` and `nfv/pfcp/tests/support/`.
+//! The PFCP interop tests include this file too (`#[path]`).
 
 #![allow(dead_code)]
 
