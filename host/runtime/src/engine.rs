@@ -58,6 +58,10 @@ impl HostEngine {
             .max_wasm_stack(settings.max_wasm_stack)
             // Fibers need room for the host frames that run on them as well as the wasm stack.
             .async_stack_size(settings.max_wasm_stack + (1 << 20));
+        // `OUTPOST_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report` names guest functions.
+        if std::env::var_os("OUTPOST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if settings.pooling {
             let slots = settings.instance_slots;
             let mut pool = PoolingAllocationConfig::new();

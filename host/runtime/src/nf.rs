@@ -251,15 +251,23 @@ impl tables::HostTable for StoreState {
         self.table_of(&handle).ok()?.get(&key)
     }
 
-    fn get_many(
-        &mut self,
-        handle: Resource<TableHandle>,
-        keys: Vec<Vec<u8>>,
-    ) -> Vec<Option<Vec<u8>>> {
-        match self.table_of(&handle) {
-            Ok(table) => keys.iter().map(|k| table.get(k)).collect(),
-            Err(_) => keys.iter().map(|_| None).collect(),
+    fn get_many(&mut self, handle: Resource<TableHandle>, keys: Vec<Vec<u8>>) -> tables::Found {
+        let mut found = tables::Found {
+            lengths: Vec::with_capacity(keys.len()),
+            data: Vec::new(),
+        };
+        if let Ok(table) = self.table_of(&handle) {
+            for key in &keys {
+                let len = table.get_with(key, |v| {
+                    found.data.extend_from_slice(v);
+                    v.len() as u32
+                });
+                found.lengths.push(len);
+            }
+        } else {
+            found.lengths.resize(keys.len(), None);
         }
+        found
     }
 
     fn put(
@@ -297,6 +305,34 @@ impl tables::HostTable for StoreState {
     ) -> Result<(u64, u64), String> {
         let table = self.table_of(&handle).map_err(|e| e.to_string())?;
         count(&table, &key, packets, bytes)
+    }
+
+    fn put_many(
+        &mut self,
+        handle: Resource<TableHandle>,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Vec<Result<(), String>> {
+        match self.table_of(&handle) {
+            Ok(table) => entries
+                .iter()
+                .map(|(key, value)| table.put(key, value).map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => entries.iter().map(|_| Err(e.to_string())).collect(),
+        }
+    }
+
+    fn count_many(
+        &mut self,
+        handle: Resource<TableHandle>,
+        entries: Vec<(Vec<u8>, u64, u64)>,
+    ) -> Vec<Result<(u64, u64), String>> {
+        match self.table_of(&handle) {
+            Ok(table) => entries
+                .iter()
+                .map(|(key, packets, bytes)| count(&table, key, *packets, *bytes))
+                .collect(),
+            Err(e) => entries.iter().map(|_| Err(e.to_string())).collect(),
+        }
     }
 
     fn keys(

@@ -742,8 +742,14 @@ fn police<T: Tables + ?Sized, I: Io + ?Sized>(
             }
         }
     }
-    for (b, key) in keys.iter().enumerate() {
-        if let Err(e) = tables.put(TableId::Qer, key, &buckets[b].encode()) {
+    // One crossing for every bucket the batch touched.
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = keys
+        .into_iter()
+        .zip(&buckets)
+        .map(|(key, bucket)| (key, bucket.encode().to_vec()))
+        .collect();
+    for result in tables.put_many(TableId::Qer, &entries) {
+        if let Err(e) = result {
             io.log(Level::Warn, &format!("upf-qer: put failed: {e}"));
         }
     }
@@ -773,23 +779,30 @@ fn count_usage<T: Tables + ?Sized, I: Io + ?Sized>(
     io: &mut I,
     tallies: &BTreeMap<(u64, u32), Tally>,
 ) {
-    let mut reports: Vec<(u64, u32)> = Vec::new();
-    for (&(seid, urr), t) in tallies {
-        let mut totals = [None; 2];
+    // One crossing for every counter the batch touched.
+    let mut entries = Vec::new();
+    let mut slots = Vec::new();
+    for (ti, (&(seid, urr), t)) in tallies.iter().enumerate() {
         for (dir, (packets, bytes)) in t.directions.iter().enumerate() {
-            if *packets == 0 {
-                continue;
-            }
-            match tables.count(
-                TableId::Usage,
-                &usage_key(seid, urr, dir == 0),
-                *packets,
-                *bytes,
-            ) {
-                Ok(v) => totals[dir] = Some(v.1),
-                Err(e) => io.log(Level::Warn, &format!("upf-usage: count failed: {e}")),
+            if *packets > 0 {
+                entries.push((usage_key(seid, urr, dir == 0).to_vec(), *packets, *bytes));
+                slots.push((ti, dir));
             }
         }
+    }
+    let mut counted = alloc::vec![[None; 2]; tallies.len()];
+    for ((ti, dir), result) in slots
+        .into_iter()
+        .zip(tables.count_many(TableId::Usage, &entries))
+    {
+        match result {
+            Ok(v) => counted[ti][dir] = Some(v.1),
+            Err(e) => io.log(Level::Warn, &format!("upf-usage: count failed: {e}")),
+        }
+    }
+    let mut reports: Vec<(u64, u32)> = Vec::new();
+    for (ti, (&(seid, urr), t)) in tallies.iter().enumerate() {
+        let totals = counted[ti];
         let [total, ul, dl] = t.threshold;
         let mut crossed = ul.is_some_and(|th| totals[0].is_some_and(|v| v >= th))
             || dl.is_some_and(|th| totals[1].is_some_and(|v| v >= th));

@@ -86,6 +86,30 @@ pub trait Tables {
         after: Option<&[u8]>,
         max: u32,
     ) -> Result<Vec<Vec<u8>>, TableError>;
+    /// [`Tables::put`] for many `(key, value)` at once (one host crossing in the plugin); each
+    /// entry's outcome, in order.
+    fn put_many(
+        &mut self,
+        table: TableId,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Vec<Result<(), TableError>> {
+        entries
+            .iter()
+            .map(|(key, value)| self.put(table, key, value))
+            .collect()
+    }
+    /// [`Tables::count`] for many `(key, packets, bytes)` at once (one host crossing in the
+    /// plugin); each entry's totals or error, in order.
+    fn count_many(
+        &mut self,
+        table: TableId,
+        entries: &[(Vec<u8>, u64, u64)],
+    ) -> Vec<Result<(u64, u64), TableError>> {
+        entries
+            .iter()
+            .map(|(key, packets, bytes)| self.count(table, key, *packets, *bytes))
+            .collect()
+    }
 }
 
 /// Severity of a log record.

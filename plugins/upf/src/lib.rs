@@ -40,7 +40,18 @@ impl Tables for GuestTables {
         table: TableId,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<Vec<u8>>>, TableError> {
-        Ok(self.table(table)?.get_many(keys))
+        let found = self.table(table)?.get_many(keys);
+        let mut at = 0usize;
+        let mut values = Vec::with_capacity(found.lengths.len());
+        for len in found.lengths {
+            values.push(len.and_then(|len| {
+                let end = at.checked_add(len as usize)?;
+                let value = found.data.get(at..end)?.to_vec();
+                at = end;
+                Some(value)
+            }));
+        }
+        Ok(values)
     }
 
     fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<(), TableError> {
@@ -59,6 +70,28 @@ impl Tables for GuestTables {
         bytes: u64,
     ) -> Result<(u64, u64), TableError> {
         self.table(table)?.count(key, packets, bytes)
+    }
+
+    fn put_many(
+        &mut self,
+        table: TableId,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Vec<Result<(), TableError>> {
+        match self.table(table) {
+            Ok(t) => t.put_many(entries),
+            Err(e) => entries.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    fn count_many(
+        &mut self,
+        table: TableId,
+        entries: &[(Vec<u8>, u64, u64)],
+    ) -> Vec<Result<(u64, u64), TableError>> {
+        match self.table(table) {
+            Ok(t) => t.count_many(entries),
+            Err(e) => entries.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     fn keys(
