@@ -80,6 +80,9 @@ grep -E '^(upf|ratios|  )' target/bench-upf.log
 cargo bench -p outpost-dataplane --bench ports --locked -- --quick --noplot > target/bench-ports.log 2>&1 || {
   tail -50 target/bench-ports.log; exit 1; }
 sed -n '/^ratios/,$p' target/bench-ports.log
+cargo bench -p outpost-keys --bench stream --locked -- --quick --noplot > target/bench-keys.log 2>&1 || {
+  tail -50 target/bench-keys.log; exit 1; }
+grep -iE 'ratio|MB/s' target/bench-keys.log | tail -5 || true
 
 # One closing line with the totals of every test binary and doc-test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
