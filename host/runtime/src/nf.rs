@@ -64,7 +64,9 @@ pub struct NfIo {
     ports: Vec<String>,
     inject: SyncSender<Injected>,
     inject_rx: Mutex<Option<Receiver<Injected>>>,
-    control: Option<Arc<UdpSocket>>,
+    /// Closed when the network function stops, so a replacement can bind the same address
+    /// while old versions are still being dropped.
+    control: Mutex<Option<Arc<UdpSocket>>>,
     /// Counters.
     pub stats: NfStats,
 }
@@ -170,21 +172,35 @@ impl NfIo {
             ports: spec.grants.nf.ports.clone(),
             inject: tx,
             inject_rx: Mutex::new(Some(rx)),
-            control,
+            control: Mutex::new(control),
             stats: NfStats::default(),
         }))
     }
 
     /// The address the control socket is bound to.
     pub fn control_addr(&self) -> Option<SocketAddr> {
-        self.control.as_ref().and_then(|s| s.local_addr().ok())
+        self.control_socket().and_then(|s| s.local_addr().ok())
+    }
+
+    fn control_socket(&self) -> Option<Arc<UdpSocket>> {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Closes the control socket (its address is free once the control task has stopped).
+    fn close_control(&self) {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     fn send_control(&self, peer: &str, datagram: &[u8]) -> Result<(), String> {
         let socket = self
-            .control
-            .as_ref()
-            .ok_or("this plugin has no control socket (grants.control)")?;
+            .control_socket()
+            .ok_or("this plugin has no control socket (grants.control), or it has stopped")?;
         let addr: SocketAddr = peer
             .parse()
             .map_err(|_| format!("`{peer}` is not an `ip:port` address"))?;
@@ -853,7 +869,7 @@ impl NfRunner {
                 .map_err(|e| format!("cannot start the data path thread: {e}"))?
         };
         let mut tasks = Vec::new();
-        if let Some(socket) = &io.control {
+        if let Some(socket) = io.control_socket() {
             let socket = socket
                 .try_clone()
                 .and_then(tokio::net::UdpSocket::from_std)
@@ -904,12 +920,16 @@ impl NfRunner {
         self.io.control_addr()
     }
 
-    /// Stops every loop and closes the ports.
+    /// Stops every loop and closes the ports and the control socket.
     pub async fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             task.abort();
+            // The aborted task drops its clone of the socket when it is next polled.
+            let _ = task.await;
         }
+        self.io.close_control();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

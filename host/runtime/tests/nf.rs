@@ -21,6 +21,10 @@ fn artifacts_dir() -> PathBuf {
 }
 
 fn manifest(version: u32, extra_config: &str) -> String {
+    manifest_on(version, extra_config, "127.0.0.1:0", 32)
+}
+
+fn manifest_on(version: u32, extra_config: &str, control: &str, batch: u32) -> String {
     format!(
         r#"
 [ports.a]
@@ -39,8 +43,8 @@ version = "{version}"
 config = {{ version = "{version}"{extra_config} }}
 grants.ports = ["a", "b"]
 grants.tables = ["patch-counts"]
-grants.control = "127.0.0.1:0"
-limits = {{ batch = 32, tick_ms = 20 }}
+grants.control = "{control}"
+limits = {{ batch = {batch}, tick_ms = 20 }}
 "#
     )
 }
@@ -274,5 +278,30 @@ async fn ten_hot_swaps_under_traffic_lose_no_packet_and_keep_the_table() {
     let nf = &app.network_functions()[0];
     assert_eq!(nf.stats.rejected_batches, 0);
     assert_eq!(nf.ports[1].stats.tx_drops, 0);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_network_function_rebinds_its_fixed_control_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let control = format!("127.0.0.1:{port}");
+    let app = start(dir.path(), &manifest_on(1, "", &control, 32)).await;
+    // A new batch size restarts the function's loops: the replacement binds the same address.
+    apply(&app, dir.path(), &manifest_on(2, "", &control, 64)).await;
+    let status = app.plugin_status("patch").unwrap();
+    assert_eq!(status.state, "running", "{status:?}");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"again", &control).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(PATIENCE, sock.recv_from(&mut buf))
+        .await
+        .expect("the replacement answers on the same port")
+        .unwrap();
+    assert_eq!(&buf[..n], b"2:again");
     app.shutdown().await;
 }
