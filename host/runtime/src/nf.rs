@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outpost_dataplane::{
-    Batch, BatchResult, MemoryPortHandle, Port, PortCounters, PortStats, Table, TableKind,
-    TableSet, Verdict, open_port,
+    Batch, BatchResult, MemoryPortHandle, Port, PortCounters, PortStats, Table, TableSet, Verdict,
+    open_port,
 };
-use outpost_manifest::{PluginSpec, PortKind, PortSpec};
+use outpost_manifest::{Ipv4Cidr, PluginSpec, PortKind, PortSpec};
 use serde::Serialize;
 use wasmtime::component::{ComponentType, Lift, Resource};
 
@@ -236,13 +236,6 @@ impl StoreState {
     }
 }
 
-fn counters_value(packets: u64, bytes: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&packets.to_le_bytes());
-    v[8..].copy_from_slice(&bytes.to_le_bytes());
-    v
-}
-
 impl tables::Host for StoreState {
     fn open(&mut self, name: String) -> Result<Resource<TableHandle>, String> {
         let io = self.nf_io()?.clone();
@@ -369,51 +362,14 @@ impl tables::HostTable for StoreState {
     }
 }
 
-/// `tables.count`: adds to the counter under `key` and returns its totals. Counter tables count
-/// atomically under a 4-byte index key; exact tables keep a 16-byte value (packets, bytes; little
-/// endian) under any key.
+/// `tables.count`: adds to the counter under `key` and returns its totals ([`Table::count`]).
 pub fn count(table: &Table, key: &[u8], packets: u64, bytes: u64) -> Result<(u64, u64), String> {
-    match table.kind() {
-        TableKind::Counters => {
-            table.add(key, packets, bytes).map_err(|e| e.to_string())?;
-            Ok(decode_counters(&table.get(key).unwrap_or_default()))
-        }
-        TableKind::Exact => {
-            let (p, b) = table.get(key).map_or((0, 0), |v| decode_counters(&v));
-            let total = (p.saturating_add(packets), b.saturating_add(bytes));
-            table
-                .put(key, &counters_value(total.0, total.1))
-                .map_err(|e| e.to_string())?;
-            Ok(total)
-        }
-        TableKind::Lpm => Err(format!(
-            "table `{}` is an lpm table: it cannot count",
-            table.name()
-        )),
-    }
+    table.count(key, packets, bytes).map_err(|e| e.to_string())
 }
 
 /// `tables.keys`: up to `max` keys (at most 4096) after `after`, in key order.
 pub fn keys(table: &Table, after: Option<&[u8]>, max: u32) -> Vec<Vec<u8>> {
-    let max = max.min(MAX_KEYS_PAGE) as usize;
-    let mut keys = Vec::new();
-    table.for_each(|k, _| {
-        if after.is_none_or(|a| k > a) {
-            keys.push(k.to_vec());
-        }
-    });
-    keys.sort_unstable();
-    keys.truncate(max);
-    keys
-}
-
-fn decode_counters(v: &[u8]) -> (u64, u64) {
-    let word = |r: std::ops::Range<usize>| {
-        v.get(r)
-            .and_then(|s| s.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    (word(0..8), word(8..16))
+    table.keys(after, max.min(MAX_KEYS_PAGE) as usize)
 }
 
 impl nf_io::Host for StoreState {
@@ -597,8 +553,8 @@ const ETHERTYPE_ARP: u16 = 0x0806;
 
 /// The host's half of an IP port: its address, MAC, neighbours and packets waiting for one.
 struct IpLink {
-    address: Ipv4Addr,
-    prefix: u8,
+    /// The port's address and subnet.
+    cidr: Ipv4Cidr,
     gateway: Option<Ipv4Addr>,
     mac: [u8; 6],
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
@@ -617,8 +573,7 @@ impl IpLink {
         }
         let b = h.to_le_bytes();
         Some(IpLink {
-            address: cidr.address,
-            prefix: cidr.prefix,
+            cidr,
             gateway: spec.gateway,
             mac: [0x02, b[0], b[1], b[2], b[3], b[4]],
             neighbours: HashMap::new(),
@@ -628,14 +583,11 @@ impl IpLink {
     }
 
     fn on_link(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        u32::from(ip) & mask == u32::from(self.address) & mask
+        self.cidr.contains(ip)
     }
 
     fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
-        if self.on_link(ip) && ip != self.address && mac[0] & 1 == 0 {
+        if self.on_link(ip) && ip != self.cidr.address && mac[0] & 1 == 0 {
             self.neighbours.insert(ip, mac);
         }
     }
@@ -689,7 +641,7 @@ impl IpLink {
         let sender_ip = Ipv4Addr::new(body[14], body[15], body[16], body[17]);
         let target_ip = Ipv4Addr::new(body[24], body[25], body[26], body[27]);
         self.learn(sender_ip, sender_mac);
-        if op == 1 && target_ip == self.address {
+        if op == 1 && target_ip == self.cidr.address {
             replies.push(self.arp_frame(2, sender_mac, sender_mac, sender_ip));
             NfStats::add(&stats.arp_replies, 1);
         }
@@ -709,7 +661,7 @@ impl IpLink {
         f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
         f.extend_from_slice(&op.to_be_bytes());
         f.extend_from_slice(&self.mac);
-        f.extend_from_slice(&self.address.octets());
+        f.extend_from_slice(&self.cidr.address.octets());
         f.extend_from_slice(&target_mac);
         f.extend_from_slice(&target.octets());
         f
@@ -1028,7 +980,6 @@ fn data_path(
         }
 
         // Receive: raw frames, then through the IP links.
-        raw.clear();
         batch.clear();
         for p in ports.iter_mut() {
             let room = batch_max.saturating_sub(batch.len());

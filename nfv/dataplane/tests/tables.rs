@@ -212,3 +212,37 @@ fn errors_are_strings_a_plugin_can_show() {
         "table \"sessions\" is an exact table, not a counters table"
     );
 }
+
+#[test]
+fn count_adds_and_returns_totals_on_counter_and_exact_tables_and_refuses_lpm() {
+    let set = TableSet::new();
+    set.reconcile(&specs()).unwrap();
+    let usage = set.open("usage").unwrap();
+    assert_eq!(usage.count(&3u32.to_le_bytes(), 2, 200).unwrap(), (2, 200));
+    assert_eq!(usage.count(&3u32.to_le_bytes(), 1, 50).unwrap(), (3, 250));
+    let sessions = set.open("sessions").unwrap();
+    assert_eq!(sessions.count(b"u/1", 1, 64).unwrap(), (1, 64));
+    assert_eq!(sessions.count(b"u/1", 4, 36).unwrap(), (5, 100));
+    assert_eq!(sessions.get(b"u/1").unwrap().len(), 16);
+    let routes = set.open("routes").unwrap();
+    let err = routes.count(&[24, 10, 0, 0, 0], 1, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "table `routes` is an lpm table: it cannot count"
+    );
+}
+
+#[test]
+fn keys_page_through_a_table_in_order() {
+    let set = TableSet::new();
+    set.reconcile(&specs()).unwrap();
+    let sessions = set.open("sessions").unwrap();
+    for k in [b"c", b"a", b"d", b"b"] {
+        sessions.put(k, b"v").unwrap();
+    }
+    assert_eq!(sessions.keys(None, 2), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        sessions.keys(Some(b"b"), 10),
+        vec![b"c".to_vec(), b"d".to_vec()]
+    );
+}

@@ -230,7 +230,8 @@ pub fn encode(packets: u64, bytes: u64) -> [u8; COUNTER_VALUE_LEN] {
     out
 }
 
-fn decode(value: [u8; COUNTER_VALUE_LEN]) -> (u64, u64) {
+/// The counter a byte encoding holds: (packets, bytes).
+pub(crate) fn decode(value: [u8; COUNTER_VALUE_LEN]) -> (u64, u64) {
     let (packets, bytes) = value.split_at(8);
     (
         u64::from_le_bytes(packets.try_into().unwrap_or_default()),

@@ -136,6 +136,12 @@ pub enum TableError {
         /// Number of counters.
         slots: usize,
     },
+    /// `count` on an LPM table.
+    #[error("table `{table}` is an lpm table: it cannot count")]
+    CannotCount {
+        /// The table.
+        table: String,
+    },
     /// A counter operation on a table of another kind.
     #[error("table {table:?} is an {kind} table, not a counters table")]
     NotCounters {
@@ -285,6 +291,45 @@ impl Table {
                 kind: self.kind(),
             }),
         }
+    }
+
+    /// Adds `packets` and `bytes` to the counter under `key` and returns its new totals. A
+    /// counters table counts atomically under a 4-byte index key; an exact table keeps the
+    /// counter as a 16-byte value (packets, bytes, little endian) under any key, read, added to
+    /// and written back. LPM tables do not count.
+    pub fn count(&self, key: &[u8], packets: u64, bytes: u64) -> Result<(u64, u64), TableError> {
+        let totals = |v: Option<Vec<u8>>| {
+            v.and_then(|v| <[u8; COUNTER_VALUE_LEN]>::try_from(v.as_slice()).ok())
+                .map_or((0, 0), counters::decode)
+        };
+        match &self.store {
+            Store::Counters(t) => {
+                t.add_bytes(key, packets, bytes)?;
+                Ok(totals(self.get(key)))
+            }
+            Store::Exact(t) => {
+                let (p, b) = totals(t.get(key));
+                let total = (p.saturating_add(packets), b.saturating_add(bytes));
+                t.put(key, &counters::encode(total.0, total.1))?;
+                Ok(total)
+            }
+            Store::Lpm(_) => Err(TableError::CannotCount {
+                table: self.name.clone(),
+            }),
+        }
+    }
+
+    /// Up to `max` keys, in key order, after `after` (exclusive): pages through the table.
+    pub fn keys(&self, after: Option<&[u8]>, max: usize) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        self.for_each(|k, _| {
+            if after.is_none_or(|a| k > a) {
+                keys.push(k.to_vec());
+            }
+        });
+        keys.sort_unstable();
+        keys.truncate(max);
+        keys
     }
 
     /// Number of entries (non-zero counters for a counters table).
