@@ -11,20 +11,12 @@
 #[path = "../tests/support/models.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{call, ocr_manifest, start};
+use support::{call, ocr_manifest, python, repo, start};
 
 const THREADS: u32 = 1;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("conformance sits in the repository root")
-        .to_path_buf()
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -76,10 +68,7 @@ async fn main() {
         app.shutdown().await;
     }
 
-    let py = std::env::var_os("OUTPOST_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
-    let out = Command::new(&py)
+    let out = Command::new(python())
         .arg(repo().join("conformance/reference/ocr_reference.py"))
         .arg(repo().join("examples/ocr/sample.png"))
         .args([

@@ -8,20 +8,12 @@ mod mqtt;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mqtt::{Mosquitto, PATIENCE, Subscriber};
-use support::{ocr_manifest, start};
+use support::{ocr_manifest, python, repo, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("conformance sits in the repository root")
-        .to_path_buf()
-}
 
 /// POSTs `body` to the API over plain HTTP (loopback) and returns the status code.
 async fn post(api: SocketAddr, path: &str, token: &str, body: &[u8]) -> u16 {
@@ -60,15 +52,12 @@ async fn frames_posted_to_ingest_are_read_by_the_ocr_pipeline_and_the_text_reach
     let dir = tempfile::tempdir().unwrap();
 
     let generated = dir.path().join("pallet.png");
-    let python = std::env::var_os("OUTPOST_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
-    let status = Command::new(&python)
+    let status = Command::new(python())
         .arg(repo().join("conformance/reference/make_text_image.py"))
         .args(["PALLET 42 DOCK B", generated.to_str().unwrap()])
         .args(["--size", "48", "--margin", "48"])
         .status()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/pyenv.sh)", python.display()));
+        .expect("the reference python runs");
     assert!(status.success());
 
     let manifest = format!(

@@ -7,30 +7,10 @@
 #[path = "support/models.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use support::{call, model_entry, models_dir, ocr_manifest, onnxruntime_lib, start};
-
-/// The Python with the reference packages: `OUTPOST_PY`, else `target/pyenv/bin/python`.
-fn python() -> PathBuf {
-    let py = std::env::var_os("OUTPOST_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
-    assert!(
-        py.is_file(),
-        "no reference python at {}: run scripts/pyenv.sh (scripts/test.sh does)",
-        py.display()
-    );
-    py
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("conformance sits in the repository root")
-        .to_path_buf()
-}
+use support::{call, model_entry, models_dir, ocr_manifest, onnxruntime_lib, python, repo, start};
 
 fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("the reference script runs");

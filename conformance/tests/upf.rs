@@ -15,29 +15,10 @@ mod support;
 #[path = "support/upf.rs"]
 mod upf;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("conformance sits in the repository root")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("OUTPOST_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
-    assert!(
-        py.is_file(),
-        "no reference python at {}: run scripts/pyenv.sh (scripts/test.sh does)",
-        py.display()
-    );
-    py
-}
+use support::{python, repo};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip runs");

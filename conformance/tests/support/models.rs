@@ -9,17 +9,33 @@ use outpost_manifest::Manifest;
 use outpost_runtime::{Appliance, ApplianceOptions, EngineSettings};
 use sha2::{Digest, Sha256};
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("conformance sits in the repository root")
+        .to_path_buf()
+}
+
+/// The Python with the reference packages: `OUTPOST_PY`, else `target/pyenv/bin/python`.
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("OUTPOST_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
+    assert!(
+        py.is_file(),
+        "no reference python at {}: run scripts/pyenv.sh (scripts/test.sh does)",
+        py.display()
+    );
+    py
+}
+
 /// The models fetched by `scripts/fetch-models.py` (and the type models of
 /// `conformance/reference/make_type_models.py`): `OUTPOST_MODELS`, else `target/models`.
 pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("OUTPOST_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("conformance sits in the repository root")
-                .join("target/models")
-        });
+        .unwrap_or_else(|| repo().join("target/models"));
     assert!(
         dir.join("models.json").is_file(),
         "no models in {}: run `python3 scripts/fetch-models.py` and, with the venv python of \
