@@ -1,0 +1,1 @@
+//! Update control for Outpost plugins (work in progress).
