@@ -58,6 +58,16 @@ pub enum KeysError {
         /// The missing version.
         version: u32,
     },
+    /// The key version the header names has passed its end date (PKCS#11 `CKA_END_DATE`).
+    #[error("key {key_id} version {version} has expired (end date {end_date})")]
+    KeyVersionExpired {
+        /// The key id.
+        key_id: String,
+        /// The expired version.
+        version: u32,
+        /// The end date, `YYYY-MM-DD`.
+        end_date: String,
+    },
     /// The key version the header names was disabled (revoked) by an operator.
     #[error("key {key_id} version {version} is disabled")]
     KeyVersionDisabled {
@@ -165,7 +175,8 @@ pub enum KeysError {
         /// The algorithm in the header.
         algorithm: crate::WrapAlgorithm,
     },
-    /// Rewrapping would change the header length, so it cannot be rewritten in place.
+    /// Rewrapping would change the header length, so it cannot be rewritten in place. Not
+    /// returned by [`crate::rewrap_file`] any more, which now rewrites the whole file.
     #[error(
         "rewrapped header is {new} bytes but the file's header is {old} bytes; cannot rewrite in place"
     )]
@@ -174,6 +185,52 @@ pub enum KeysError {
         old: usize,
         /// New header length.
         new: usize,
+    },
+    /// The PKCS#11 module could not be found, loaded or initialized.
+    #[error("PKCS#11 module {} is unavailable: {reason}", module.display())]
+    Pkcs11ModuleUnavailable {
+        /// The module path.
+        module: PathBuf,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// The PKCS#11 token is not present, not found by its label, or failing.
+    #[error("PKCS#11 token {token:?} is unavailable: {reason}")]
+    TokenUnavailable {
+        /// The token label.
+        token: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The token rejected the user PIN.
+    #[error("wrong user PIN for PKCS#11 token {token:?}")]
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+    /// The token's user PIN is locked after too many wrong attempts.
+    #[error("the user PIN of PKCS#11 token {token:?} is locked")]
+    PinLocked {
+        /// The token label.
+        token: String,
+    },
+    /// A PKCS#11 operation failed for a reason without a more specific variant.
+    #[error("PKCS#11 {operation} failed on token {token:?}: {reason}")]
+    Hsm {
+        /// The token label.
+        token: String,
+        /// The PKCS#11 function or step that failed.
+        operation: String,
+        /// The token's answer.
+        reason: String,
+    },
+    /// A PIN file is empty, too widely readable or otherwise unusable.
+    #[error("PIN file {}: {reason}", path.display())]
+    PinFile {
+        /// The PIN file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
     },
 }
 

@@ -71,7 +71,9 @@ pub struct WrappedKey {
     pub bytes: Vec<u8>,
 }
 
-/// A source of key-encryption keys: the device key store today, a PKCS#11 token later.
+/// A source of key-encryption keys: the device key store or a customer's HSM over PKCS#11.
+///
+/// Implementations must be usable from many threads at once.
 pub trait KeyProvider {
     /// The id of the KEK this provider manages; written into every header.
     fn key_id(&self) -> &str;
@@ -82,7 +84,7 @@ pub trait KeyProvider {
     /// Wraps `data_key` under the current KEK version.
     fn wrap(&self, data_key: &DataKey) -> Result<WrappedKey, KeysError>;
 
-    /// Unwraps a data key wrapped under `key_id` at `wrapped.version`. A missing or disabled
-    /// version is an error naming the key and version.
+    /// Unwraps a data key wrapped under `key_id` at `wrapped.version`. A missing, disabled or
+    /// expired version is an error naming the key and version.
     fn unwrap(&self, key_id: &str, wrapped: &WrappedKey) -> Result<DataKey, KeysError>;
 }

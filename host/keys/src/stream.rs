@@ -6,8 +6,9 @@
 //! carries flag 1 and it is the only one that may be shorter than `S` (it is empty only for an
 //! empty object), so truncation and appending are both detected.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
@@ -479,27 +480,54 @@ pub fn rewrap(provider: &dyn KeyProvider, header_bytes: &[u8]) -> Result<Vec<u8>
     Ok(new.emit())
 }
 
-/// Rewraps the header of the encrypted file at `path` in place under the current KEK version,
-/// leaving every segment untouched. Returns the new header.
+/// Rewraps the header of the encrypted file at `path` under the current KEK version, leaving
+/// every segment untouched. Returns the new header.
+///
+/// The new header and the unchanged segments are written to a temporary file next to `path`,
+/// synced, and renamed over it, so a concurrent reader sees either the old object or the new
+/// one, never a half-written header; a reader that already opened the old file keeps reading
+/// it (its KEK version stays usable until disabled). The replacement keeps the file's permission
+/// bits but is a new inode: owner, extended attributes and hard links are not carried over.
 pub fn rewrap_file(provider: &dyn KeyProvider, path: &Path) -> Result<Header, KeysError> {
     let ctx = |what: &str| format!("{what} {}", path.display());
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| KeysError::io(ctx("opening"), e))?;
+    let mut file = File::open(path).map_err(|e| KeysError::io(ctx("opening"), e))?;
     let (_, raw) = Header::read_from(&mut file)?;
     let new = rewrap(provider, &raw)?;
-    if new.len() != raw.len() {
-        return Err(KeysError::HeaderLengthChanged {
-            old: raw.len(),
-            new: new.len(),
-        });
+    let permissions = file
+        .metadata()
+        .map_err(|e| KeysError::io(ctx("inspecting"), e))?
+        .permissions();
+    let name = path
+        .file_name()
+        .ok_or_else(|| KeysError::io(ctx("rewrapping"), io::ErrorKind::InvalidInput.into()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut suffix = [0u8; 6];
+    crate::error::random(&mut suffix)?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{}.rewrap-{suffix}", name.to_string_lossy()));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| KeysError::io(format!("creating {}", tmp.display()), e))?;
+    let written = out
+        .write_all(&new)
+        .and_then(|_| io::copy(&mut file, &mut out))
+        .and_then(|_| out.set_permissions(permissions))
+        .and_then(|_| out.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(KeysError::io(ctx("rewriting"), e));
     }
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.write_all(&new))
-        .and_then(|_| file.sync_all())
-        .map_err(|e| KeysError::io(ctx("rewriting header of"), e))?;
+    // Make the rename itself durable; a failure here leaves a correct file, so only log it.
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not sync directory after rewrap");
+    }
     Ok(Header::parse(&new)?.0)
 }
 

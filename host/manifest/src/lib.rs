@@ -68,6 +68,94 @@ pub struct HostSettings {
     pub api: ApiSettings,
     /// Inference engines (`[host.nn]`).
     pub nn: NnSettings,
+    /// Encryption at rest (`[host.encryption]`); read when the host starts.
+    pub encryption: EncryptionSettings,
+    /// The certificate of the host's TLS endpoints (`[host.tls]`); read when the API starts.
+    pub tls: TlsSettings,
+}
+
+/// The TLS endpoints' certificate (`[host.tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Names (DNS or IP) an uploaded or ACME certificate must cover; empty means the host name.
+    pub names: Vec<String>,
+    /// PEM bundle of the CAs an uploaded certificate must chain to; when set, self-signed and
+    /// otherwise-issued certificates are refused.
+    pub ca_bundle: Option<PathBuf>,
+    /// Days before expiry at which status and metrics raise an alert.
+    pub alert_days: Vec<u32>,
+    /// Issue and renew the certificate with ACME.
+    pub acme: Option<AcmeSettings>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            names: Vec::new(),
+            ca_bundle: None,
+            alert_days: vec![30, 7, 1],
+            acme: None,
+        }
+    }
+}
+
+/// ACME issuance (`[host.tls.acme]`); http-01 challenges are answered on the host's HTTP
+/// listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The directory URL.
+    pub directory: String,
+    /// Account contacts (`mailto:` URLs).
+    pub contact: Vec<String>,
+    /// Names to request; empty means `names`.
+    pub domains: Vec<String>,
+    /// PEM roots that the directory's own HTTPS certificate chains to (default: the system's).
+    pub roots: Option<PathBuf>,
+    /// Renew when fewer days than this are left.
+    pub renew_before_days: u32,
+}
+
+/// Encryption at rest of the host's stores (`[host.encryption]`). On by default, with a
+/// device-managed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionSettings {
+    /// Where the key-encryption key lives.
+    pub provider: KeyProviderSpec,
+    /// The KEK's id (its label in a PKCS#11 token).
+    pub key: String,
+}
+
+impl Default for EncryptionSettings {
+    fn default() -> Self {
+        EncryptionSettings {
+            provider: KeyProviderSpec::Device {
+                passphrase_file: None,
+            },
+            key: "outpost-kek".to_string(),
+        }
+    }
+}
+
+/// A key-encryption key provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProviderSpec {
+    /// Stores are not encrypted.
+    None,
+    /// A KEK generated on first start and kept in `<data-dir>/keys` (0600 files), optionally
+    /// sealed by a passphrase read from a file.
+    Device {
+        /// File holding the passphrase that seals the KEK files.
+        passphrase_file: Option<PathBuf>,
+    },
+    /// A customer-managed KEK in an HSM over PKCS#11; it never leaves the token.
+    Pkcs11 {
+        /// The PKCS#11 module (shared library).
+        module: PathBuf,
+        /// The token's label.
+        token: String,
+        /// File holding the user PIN.
+        pin_file: PathBuf,
+    },
 }
 
 /// Inference settings (`[host.nn]`).
@@ -601,6 +689,26 @@ impl Manifest {
         }
         for model in self.models.values_mut() {
             join(&mut model.path);
+        }
+        match &mut self.host.encryption.provider {
+            KeyProviderSpec::None => {}
+            KeyProviderSpec::Device { passphrase_file } => {
+                if let Some(f) = passphrase_file {
+                    join(f);
+                }
+            }
+            KeyProviderSpec::Pkcs11 {
+                module, pin_file, ..
+            } => {
+                join(module);
+                join(pin_file);
+            }
+        }
+        if let Some(f) = &mut self.host.tls.ca_bundle {
+            join(f);
+        }
+        if let Some(f) = self.host.tls.acme.as_mut().and_then(|a| a.roots.as_mut()) {
+            join(f);
         }
         for port in self.ports.values_mut() {
             if let Some(path) = &mut port.path {

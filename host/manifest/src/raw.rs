@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::{AcmeSettings, EncryptionSettings, KeyProviderSpec, TlsSettings};
 use crate::{
     ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
     KvGrant, Limits, MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, ModelEngine,
@@ -198,6 +199,41 @@ struct RawHost {
     api: Option<Spanned<RawApi>>,
     #[serde(default)]
     nn: RawNn,
+    encryption: Option<Spanned<RawEncryption>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    names: Vec<Spanned<String>>,
+    ca_bundle: Option<PathBuf>,
+    alert_days: Option<Spanned<Vec<u32>>>,
+    acme: Option<Spanned<RawAcme>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    directory: Spanned<String>,
+    #[serde(default)]
+    contact: Vec<String>,
+    #[serde(default)]
+    domains: Vec<String>,
+    roots: Option<PathBuf>,
+    renew_before_days: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    provider: Spanned<String>,
+    passphrase_file: Option<PathBuf>,
+    module: Option<PathBuf>,
+    token: Option<String>,
+    pin_file: Option<PathBuf>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +411,8 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         }
     }
     let api = check_api(&c, raw.host.api)?;
+    let encryption = check_encryption(&c, raw.host.encryption)?;
+    let tls = check_tls(&c, raw.host.tls)?;
     let host = HostSettings {
         name: raw.host.name.unwrap_or_else(|| "outpost".to_string()),
         plugin_dirs: raw.host.plugin_dirs,
@@ -384,6 +422,8 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         nn: NnSettings {
             onnxruntime: raw.host.nn.onnxruntime,
         },
+        encryption,
+        tls,
     };
 
     let models = check_models(&c, raw.models)?;
@@ -560,6 +600,173 @@ fn check_models(
         }
     }
     Ok(models)
+}
+
+fn check_encryption(
+    c: &Checker<'_>,
+    raw: Option<Spanned<RawEncryption>>,
+) -> Result<EncryptionSettings, ManifestError> {
+    let Some(raw) = raw else {
+        return Ok(EncryptionSettings::default());
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let key = match &raw.key {
+        Some(k) => {
+            let ok = !k.get_ref().is_empty()
+                && k.get_ref().len() <= 64
+                && k.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return c.err(
+                    k.span(),
+                    format!(
+                        "host.encryption.key: `{}` must be 1 to 64 letters, digits, `-` or `_`",
+                        k.get_ref()
+                    ),
+                );
+            }
+            Some(k.get_ref().clone())
+        }
+        None => None,
+    };
+    let pkcs11_only = |field: &str, set: bool| -> Result<(), ManifestError> {
+        if set {
+            return c.err(
+                span.clone(),
+                format!("host.encryption.{field}: only the `pkcs11` provider takes it"),
+            );
+        }
+        Ok(())
+    };
+    let provider = match raw.provider.get_ref().as_str() {
+        "none" => {
+            if raw.passphrase_file.is_some() {
+                return c.err(
+                    span,
+                    "host.encryption.passphrase_file: provider is `none`".into(),
+                );
+            }
+            pkcs11_only("module", raw.module.is_some())?;
+            pkcs11_only("token", raw.token.is_some())?;
+            pkcs11_only("pin_file", raw.pin_file.is_some())?;
+            KeyProviderSpec::None
+        }
+        "device" => {
+            pkcs11_only("module", raw.module.is_some())?;
+            pkcs11_only("token", raw.token.is_some())?;
+            pkcs11_only("pin_file", raw.pin_file.is_some())?;
+            KeyProviderSpec::Device {
+                passphrase_file: raw.passphrase_file,
+            }
+        }
+        "pkcs11" => {
+            if raw.passphrase_file.is_some() {
+                return c.err(
+                    span,
+                    "host.encryption.passphrase_file: only the `device` provider takes it \
+                     (a PKCS#11 token is unlocked with pin_file)"
+                        .into(),
+                );
+            }
+            let (Some(module), Some(token), Some(pin_file)) = (raw.module, raw.token, raw.pin_file)
+            else {
+                return c.err(
+                    span,
+                    "host.encryption: the `pkcs11` provider needs module, token and pin_file"
+                        .into(),
+                );
+            };
+            KeyProviderSpec::Pkcs11 {
+                module,
+                token,
+                pin_file,
+            }
+        }
+        other => {
+            return c.err(
+                raw.provider.span(),
+                format!(
+                    "host.encryption.provider: `{other}` is not one of `device`, `pkcs11`, `none`"
+                ),
+            );
+        }
+    };
+    Ok(EncryptionSettings {
+        provider,
+        key: key.unwrap_or_else(|| EncryptionSettings::default().key),
+    })
+}
+
+fn check_tls(c: &Checker<'_>, raw: Option<Spanned<RawTls>>) -> Result<TlsSettings, ManifestError> {
+    let Some(raw) = raw else {
+        return Ok(TlsSettings::default());
+    };
+    let raw = raw.into_inner();
+    let mut names = Vec::new();
+    for n in raw.names {
+        let name = n.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.*:".contains(&b));
+        if !ok {
+            return c.err(
+                n.span(),
+                format!("host.tls.names: `{name}` is not a DNS name or IP address"),
+            );
+        }
+        names.push(name.clone());
+    }
+    let alert_days = match raw.alert_days {
+        Some(d) => {
+            if d.get_ref().is_empty() || d.get_ref().iter().any(|&x| x == 0 || x > 3650) {
+                return c.err(
+                    d.span(),
+                    "host.tls.alert_days: give 1 to 3650 days per threshold, at least one".into(),
+                );
+            }
+            d.into_inner()
+        }
+        None => TlsSettings::default().alert_days,
+    };
+    let acme = match raw.acme {
+        None => None,
+        Some(a) => {
+            let a = a.into_inner();
+            if !a.directory.get_ref().starts_with("https://") {
+                return c.err(
+                    a.directory.span(),
+                    format!(
+                        "host.tls.acme.directory: `{}` must be an https:// URL",
+                        a.directory.get_ref()
+                    ),
+                );
+            }
+            let renew_before_days = match a.renew_before_days {
+                Some(d) if *d.get_ref() == 0 || *d.get_ref() > 365 => {
+                    return c.err(d.span(), "host.tls.acme.renew_before_days: 1 to 365".into());
+                }
+                Some(d) => d.into_inner(),
+                None => 30,
+            };
+            Some(AcmeSettings {
+                directory: a.directory.into_inner(),
+                contact: a.contact,
+                domains: a.domains,
+                roots: a.roots,
+                renew_before_days,
+            })
+        }
+    };
+    Ok(TlsSettings {
+        names,
+        ca_bundle: raw.ca_bundle,
+        alert_days,
+        acme,
+    })
 }
 
 fn check_api(c: &Checker<'_>, raw: Option<Spanned<RawApi>>) -> Result<ApiSettings, ManifestError> {
@@ -1903,6 +2110,41 @@ limits = { batch = 32, tick_ms = 50 }
         assert!(!m.host.api.tls);
         let err = parse("[host.api]\nlisten = \"0.0.0.0:7443\"\ntls = false\n").unwrap_err();
         assert!(err.message.contains("only allowed on a loopback"), "{err}");
+    }
+
+    #[test]
+    fn encryption_is_on_by_default_with_a_device_key_and_each_provider_checks_its_fields() {
+        let m = parse("").unwrap();
+        assert_eq!(m.host.encryption, crate::EncryptionSettings::default());
+        assert!(matches!(
+            m.host.encryption.provider,
+            crate::KeyProviderSpec::Device {
+                passphrase_file: None
+            }
+        ));
+        let m = parse("[host.encryption]\nprovider = \"none\"\n").unwrap();
+        assert_eq!(m.host.encryption.provider, crate::KeyProviderSpec::None);
+        let m = parse(
+            "[host.encryption]\nprovider = \"pkcs11\"\nmodule = \"/m.so\"\ntoken = \"t\"\npin_file = \"pin\"\nkey = \"site-kek\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.host.encryption.key, "site-kek");
+        assert!(matches!(
+            m.host.encryption.provider,
+            crate::KeyProviderSpec::Pkcs11 { .. }
+        ));
+        let err =
+            parse("[host.encryption]\nprovider = \"pkcs11\"\nmodule = \"/m.so\"\n").unwrap_err();
+        assert!(
+            err.message.contains("needs module, token and pin_file"),
+            "{err}"
+        );
+        let err = parse("[host.encryption]\nprovider = \"device\"\ntoken = \"t\"\n").unwrap_err();
+        assert!(err.message.contains("host.encryption.token"), "{err}");
+        let err = parse("[host.encryption]\nprovider = \"vault\"\n").unwrap_err();
+        assert!(err.message.contains("`vault` is not one of"), "{err}");
+        let err = parse("[host.encryption]\nprovider = \"device\"\nkey = \"a b\"\n").unwrap_err();
+        assert!(err.message.contains("host.encryption.key"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use outpost_manifest::{INGEST_SOURCE, Manifest};
-use outpost_security::{Access, DeviceIdentity, Identity, TOKENS_FILE, TokenStore, bearer_token};
+use outpost_security::{Access, Identity, TOKENS_FILE, TokenStore, bearer_token};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -43,6 +43,12 @@ enum Handler {
     GetPlugin,
     Rollback,
     Ingest,
+    Certificates,
+    UploadCertificate,
+    UseDeviceCertificate,
+    IssueAcme,
+    Keys,
+    RotateKeys,
 }
 
 /// One route of the API.
@@ -182,7 +188,89 @@ pub const ENDPOINTS: &[Endpoint] = &[
         consumes: Some("application/octet-stream"),
         handler: Handler::Ingest,
     },
+    Endpoint {
+        method: "GET",
+        path: "/v1/certificates",
+        access: Some(Access::Read),
+        summary: "The TLS endpoints' certificates (served, intermediates, device endpoint, device CA) with expiry and alert level",
+        responses: &[
+            (200, "certificate list"),
+            (404, "the API serves plain HTTP"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Certificates,
+    },
+    Endpoint {
+        method: "PUT",
+        path: "/v1/certificates",
+        access: Some(Access::Write),
+        summary: "Upload a CA-issued certificate: PEM (chain plus private key) or PKCS#12 (password in the `X-Pkcs12-Password` header). It is checked (chain, key match, usage, names, validity) and served from the next handshake; `dry_run=true` only checks",
+        responses: &[
+            (200, "accepted (or would be); the certificate"),
+            (400, "refused, with the reason"),
+            (404, "the API serves plain HTTP"),
+            (413, "too large"),
+        ],
+        produces: "application/json",
+        consumes: Some("application/octet-stream"),
+        handler: Handler::UploadCertificate,
+    },
+    Endpoint {
+        method: "DELETE",
+        path: "/v1/certificates",
+        access: Some(Access::Write),
+        summary: "Serve the device's own certificate again",
+        responses: &[
+            (200, "the device certificate"),
+            (404, "the API serves plain HTTP"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::UseDeviceCertificate,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/certificates/acme",
+        access: Some(Access::Write),
+        summary: "Issue a certificate with ACME now (host.tls.acme) and serve it",
+        responses: &[
+            (200, "issued and served"),
+            (404, "no ACME configured, or plain HTTP"),
+            (502, "the ACME server refused or validation failed"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::IssueAcme,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/keys",
+        access: Some(Access::Read),
+        summary: "The encryption-at-rest key provider: KEK id, version, availability",
+        responses: &[(200, "key status"), (404, "encryption at rest is off")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Keys,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/keys/rotate",
+        access: Some(Access::Write),
+        summary: "Rotate the key-encryption key: a new version re-wraps every store's data key (no data re-encrypted, no downtime)",
+        responses: &[
+            (200, "key status after rotation"),
+            (404, "encryption at rest is off"),
+            (500, "rotation failed"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::RotateKeys,
+    },
 ];
+
+/// Largest certificate upload.
+const MAX_CERT_BYTES: usize = 256 << 10;
 
 fn match_path<'a>(template: &str, path: &'a str) -> Option<Vec<&'a str>> {
     let mut params = Vec::new();
@@ -277,14 +365,29 @@ pub async fn start(
     }
     let (acceptor, ca_pem, ca_path) = if tls {
         let dir = data_dir.join("tls");
-        let identity = DeviceIdentity::load_or_create(&dir, &appliance.manifest().host.name)
-            .map_err(|e| RuntimeError::Service(format!("device identity: {e}")))?;
-        let acceptor = identity
+        let manifest = appliance.manifest();
+        let certs = certificate_manager(&dir, &manifest)?;
+        let acceptor = certs
             .tls_acceptor()
             .map_err(|e| RuntimeError::Service(format!("tls: {e}")))?;
+        let ca_pem = certs.identity().ca_pem().to_string();
+        // Renew the device certificate, and the ACME one when configured, in the background.
+        let acme = acme_config(&manifest)
+            .transpose()
+            .map_err(RuntimeError::Service)?;
+        let renewer = certs.spawn_renewer(outpost_security::RenewerConfig {
+            acme,
+            ..Default::default()
+        });
+        let mut stop = appliance.shutdown_signal();
+        appliance.track(tokio::spawn(async move {
+            let _ = stop.changed().await;
+            renewer.abort();
+        }));
+        appliance.set_certificates(certs);
         (
             Some(acceptor),
-            Some(identity.ca_pem().to_string()),
+            Some(ca_pem),
             Some(dir.join(outpost_security::CA_FILE)),
         )
     } else {
@@ -453,6 +556,8 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 "plugins": app.status(),
                 "models": app.models(),
                 "inference": app.inference_runtime(),
+                "encryption": app.key_status(),
+                "certificates": app.certificates().map(|c| c.status()),
             }),
         ),
         Handler::GetManifest => match app.manifest_text() {
@@ -481,7 +586,138 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
             }
         }
         Handler::Ingest => ingest(app, &params[0], req).await,
+        Handler::Certificates => match app.certificates() {
+            Some(c) => json_response(StatusCode::OK, &c.status()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "the API serves plain HTTP: no certificates",
+            ),
+        },
+        Handler::UploadCertificate => upload_certificate(app, req).await,
+        Handler::UseDeviceCertificate => match app.certificates() {
+            Some(c) => match c.use_device_certificate() {
+                Ok(()) => json_response(StatusCode::OK, &c.served()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            },
+            None => error(
+                StatusCode::NOT_FOUND,
+                "the API serves plain HTTP: no certificates",
+            ),
+        },
+        Handler::IssueAcme => {
+            let (Some(c), Some(acme)) = (app.certificates(), acme_config(&app.manifest())) else {
+                return error(StatusCode::NOT_FOUND, "no ACME configured (host.tls.acme)");
+            };
+            let acme = match acme {
+                Ok(a) => a,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+            match c.acme_issue(&acme).await {
+                Ok(info) => json_response(StatusCode::OK, &info),
+                Err(e) => error(StatusCode::BAD_GATEWAY, e),
+            }
+        }
+        Handler::Keys => match app.check_keys().await {
+            Some(k) => json_response(StatusCode::OK, &k),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "encryption at rest is off (host.encryption)",
+            ),
+        },
+        Handler::RotateKeys => {
+            if app.key_status().is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "encryption at rest is off (host.encryption)",
+                );
+            }
+            match app.rotate_keys().await {
+                Ok(k) => json_response(StatusCode::OK, &k),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
     }
+}
+
+async fn upload_certificate(app: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
+    let Some(certs) = app.certificates() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the API serves plain HTTP: no certificates",
+        );
+    };
+    let dry_run = query_param(&req, "dry_run").is_some_and(|v| v == "true" || v == "1");
+    let password = req
+        .headers()
+        .get("x-pkcs12-password")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match read_body(req, MAX_CERT_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let result = if dry_run {
+        certs.validate_upload(&body, password.as_deref())
+    } else {
+        certs.upload(&body, password.as_deref())
+    };
+    match result {
+        Ok(info) => {
+            if !dry_run {
+                tracing::info!(subject = %info.subject, not_after = info.not_after, "uploaded certificate now served");
+            }
+            json_response(StatusCode::OK, &info)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate upload refused");
+            error(StatusCode::BAD_REQUEST, e)
+        }
+    }
+}
+
+/// The ACME settings of `[host.tls.acme]`, with the directory's roots read.
+fn acme_config(manifest: &Manifest) -> Option<Result<outpost_security::AcmeConfig, String>> {
+    let a = manifest.host.tls.acme.as_ref()?;
+    let mut config = outpost_security::AcmeConfig::new(a.directory.clone());
+    config.contact = a.contact.clone();
+    config.domains = a.domains.clone();
+    config.renew_before = std::time::Duration::from_secs(u64::from(a.renew_before_days) * 86_400);
+    if let Some(roots) = &a.roots {
+        match std::fs::read_to_string(roots) {
+            Ok(pem) => config.directory_roots_pem = Some(pem),
+            Err(e) => {
+                return Some(Err(format!(
+                    "host.tls.acme.roots: cannot read {}: {e}",
+                    roots.display()
+                )));
+            }
+        }
+    }
+    Some(Ok(config))
+}
+
+/// The certificate manager for the API's TLS dir, configured by `[host.tls]`.
+fn certificate_manager(
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<outpost_security::CertificateManager, RuntimeError> {
+    let tls = &manifest.host.tls;
+    let mut config = outpost_security::CertConfig::new(manifest.host.name.clone())
+        .with_alert_days(tls.alert_days.iter().copied());
+    if !tls.names.is_empty() {
+        config = config.with_server_names(tls.names.iter().cloned());
+    }
+    if let Some(bundle) = &tls.ca_bundle {
+        let pem = std::fs::read_to_string(bundle).map_err(|e| {
+            RuntimeError::Service(format!(
+                "host.tls.ca_bundle: cannot read {}: {e}",
+                bundle.display()
+            ))
+        })?;
+        config = config.with_ca_bundle_pem(pem);
+    }
+    outpost_security::CertificateManager::open(dir, config)
+        .map_err(|e| RuntimeError::Service(format!("device identity: {e}")))
 }
 
 fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {

@@ -26,6 +26,7 @@ use crate::deployment::{Consumer, Deployment, JobPhase, JobRun, PIPELINE_QUEUE, 
 use crate::engine::{EngineSettings, HostEngine};
 use crate::error::RuntimeError;
 use crate::http::HttpRoute;
+use crate::keys::{KeyService, KeyStatus};
 use crate::nf::{NfIo, NfPortStatus, NfRunner, NfStatsSnapshot};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
@@ -194,6 +195,10 @@ pub struct MetricsSnapshot {
     pub network_functions: Vec<NfStatus>,
     /// Host tables: entries, lookups, hits, misses, insert failures.
     pub tables: Vec<(String, TableStats)>,
+    /// The encryption key service, when encryption at rest is on.
+    pub keys: Option<KeyStatus>,
+    /// The TLS endpoints' certificates and their expiry.
+    pub certificates: Vec<outpost_security::CertStatus>,
 }
 
 /// A running appliance.
@@ -202,6 +207,10 @@ pub struct Appliance {
     cache: Arc<CompileCache>,
     bus: Bus,
     kv: KvStore,
+    /// The KEK provider of the stores, when encryption at rest is on (never in ephemeral mode).
+    keys: Option<Arc<KeyService>>,
+    /// The TLS endpoints' certificates, once the management API has started with TLS.
+    certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
     linker: wasmtime::component::Linker<StoreState>,
     opts: ApplianceOptions,
@@ -279,6 +288,9 @@ pub struct NfStatus {
     pub stats: NfStatsSnapshot,
 }
 
+/// How often the host checks that its stores' data keys still unwrap.
+const KEY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -298,10 +310,22 @@ impl Appliance {
         } else {
             CompileCache::open(&opts.data_dir.join("cache"), engine.engine())?
         });
-        let kv = if opts.ephemeral {
-            KvStore::in_memory()
+        // Ephemeral stores live in memory only: nothing to encrypt at rest.
+        let keys = if opts.ephemeral {
+            None
         } else {
-            KvStore::open(&opts.data_dir.join("kv.redb"))
+            KeyService::open(
+                &manifest.host.encryption,
+                &opts.data_dir,
+                &manifest.base_dir,
+            )?
+        };
+        let kv = match (&keys, opts.ephemeral) {
+            (_, true) => KvStore::in_memory(),
+            (Some(k), false) => {
+                KvStore::open_encrypted(&opts.data_dir.join("kv.redb"), k.provider().clone())
+            }
+            (None, false) => KvStore::open(&opts.data_dir.join("kv.redb")),
         }
         .map_err(|e| RuntimeError::Service(e.to_string()))?;
         let linker = plugin_linker(&engine)?;
@@ -316,6 +340,8 @@ impl Appliance {
             cache,
             bus: Bus::new(MAX_BUS_PAYLOAD),
             kv,
+            keys,
+            certs: Mutex::new(None),
             linker,
             opts,
             desired: ArcSwap::from_pointee(empty),
@@ -350,6 +376,21 @@ impl Appliance {
             appliance.shutdown.subscribe(),
         ));
         lock(&appliance.tasks).push(server);
+        if appliance.keys.is_some() {
+            let weak = Arc::downgrade(&appliance);
+            let mut stop = appliance.shutdown.subscribe();
+            let checker = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(KEY_CHECK_EVERY) => {}
+                        _ = stop.changed() => return,
+                    }
+                    let Some(app) = weak.upgrade() else { return };
+                    app.check_keys().await;
+                }
+            });
+            lock(&appliance.tasks).push(checker);
+        }
         tracing::info!(host = %appliance.manifest().host.name, %addr, plugins = appliance.read().len(), "appliance started");
         Ok(appliance)
     }
@@ -718,7 +759,13 @@ impl Appliance {
                     .and_then(|a| a.read().get(name).and_then(|d| d.slot().cloned()))
             });
             report.routing = routing
-                .apply(&manifest, &self.bus, spool_dir.as_deref(), lookup)
+                .apply(
+                    &manifest,
+                    &self.bus,
+                    spool_dir.as_deref(),
+                    self.keys.as_ref().map(|k| k.provider()),
+                    lookup,
+                )
                 .await?;
             if manifest.routes != current.routes {
                 report
@@ -976,6 +1023,64 @@ impl Appliance {
         deployments.iter().map(|d| Self::status_of(d)).collect()
     }
 
+    /// Hands the appliance the certificate manager of its TLS endpoints (the API does this).
+    pub fn set_certificates(&self, certs: outpost_security::CertificateManager) {
+        *lock(&self.certs) = Some(certs);
+    }
+
+    /// The certificate manager, when the API serves TLS.
+    pub fn certificates(&self) -> Option<outpost_security::CertificateManager> {
+        lock(&self.certs).clone()
+    }
+
+    /// The key authorization for an ACME http-01 challenge path, while an order is pending.
+    pub fn acme_challenge(&self, path: &str) -> Option<String> {
+        lock(&self.certs)
+            .as_ref()
+            .and_then(|c| c.http01_challenges().response(path))
+    }
+
+    /// The encryption key service's state (`None` when encryption at rest is off).
+    pub fn key_status(&self) -> Option<KeyStatus> {
+        self.keys.as_ref().map(|k| k.status())
+    }
+
+    /// Checks that every store's data key still unwraps under the KEK (a disabled or removed
+    /// customer key shows up here as an alert); the host also does this every minute.
+    pub async fn check_keys(&self) -> Option<KeyStatus> {
+        let keys = self.keys.as_ref()?;
+        let kv = self.kv.clone();
+        let mut result = tokio::task::spawn_blocking(move || kv.check_key())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if result.is_ok() {
+            result = self.routing.lock().await.check_spool_keys();
+        }
+        keys.record_check(result);
+        Some(keys.status())
+    }
+
+    /// Rotates the key-encryption key: a new KEK version, under which every store's data key
+    /// is re-wrapped. No data is re-encrypted and reads carry on throughout.
+    pub async fn rotate_keys(&self) -> Result<KeyStatus, RuntimeError> {
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            RuntimeError::Service("encryption at rest is off (host.encryption)".into())
+        })?;
+        let version = keys.rotate()?;
+        self.kv
+            .rewrap()
+            .map_err(|e| RuntimeError::Service(e.to_string()))?;
+        let spools = self.routing.lock().await.rewrap_spools()?;
+        tracing::info!(
+            version,
+            spools,
+            "encryption key rotated; data keys re-wrapped"
+        );
+        keys.record_check(Ok(()));
+        Ok(keys.status())
+    }
+
     /// Every declared model's status.
     pub fn models(&self) -> Vec<ModelStatus> {
         self.models.load().statuses()
@@ -1059,6 +1164,8 @@ impl Appliance {
             model_overlap: self.model_overlap(),
             network_functions: self.network_functions(),
             tables: self.table_stats(),
+            keys: self.key_status(),
+            certificates: self.certificates().map(|c| c.status()).unwrap_or_default(),
         }
     }
 

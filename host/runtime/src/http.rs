@@ -139,6 +139,15 @@ async fn route(
     if req.method() == Method::GET && path == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
+    if req.method() == Method::GET && path.starts_with(outpost_security::HTTP01_PREFIX) {
+        return match appliance.acme_challenge(&path) {
+            Some(key_authorization) => text(StatusCode::OK, key_authorization),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no such ACME challenge\n".to_string(),
+            ),
+        };
+    }
     let routes = appliance.http_routes();
     let Some(route) = routes.iter().find(|r| r.matches(&path)) else {
         return text(StatusCode::NOT_FOUND, format!("no plugin serves {path}\n"));

@@ -566,6 +566,58 @@ fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {
             t.insert_failures,
         );
     }
+    if let Some(k) = &m.keys {
+        f.head(
+            "outpost_encryption_key_available",
+            "gauge",
+            "1 while every store's data key unwraps under the key-encryption key, 0 when the key is disabled, missing or unreachable (stored data unreadable).",
+        );
+        let labels = [
+            ("provider", k.provider.as_str()),
+            ("key", k.key_id.as_str()),
+        ];
+        f.sample(
+            "outpost_encryption_key_available",
+            &labels,
+            u8::from(k.available),
+        );
+        f.head(
+            "outpost_encryption_key_version",
+            "gauge",
+            "The KEK version new data keys are wrapped under.",
+        );
+        f.sample(
+            "outpost_encryption_key_version",
+            &labels,
+            k.version.unwrap_or(0),
+        );
+    }
+    if !m.certificates.is_empty() {
+        f.head(
+            "outpost_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until a TLS certificate expires (negative: expired).",
+        );
+        for c in &m.certificates {
+            f.sample(
+                "outpost_certificate_expiry_seconds",
+                &[("role", c.role), ("subject", c.subject.as_str())],
+                c.seconds_left,
+            );
+        }
+        f.head(
+            "outpost_certificate_alert",
+            "gauge",
+            "Expiry alert level of a TLS certificate: 0 ok, 1 warning, 2 critical, 3 expired.",
+        );
+        for c in &m.certificates {
+            f.sample(
+                "outpost_certificate_alert",
+                &[("role", c.role), ("subject", c.subject.as_str())],
+                c.alert.as_gauge(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use outpost_manifest::{
     TimerSpec, TopicPattern, timer_source,
 };
 use outpost_services::{
-    Bus, BusMessage, Sink, SinkConfig, SinkStats, SinkTarget, Spool, SpoolLimits,
+    Bus, BusMessage, SharedProvider, Sink, SinkConfig, SinkStats, SinkTarget, Spool, SpoolLimits,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -64,6 +64,8 @@ pub(crate) type PipelineLookup =
 /// The running routes, timers and sinks of the appliance.
 pub(crate) struct Routing {
     sinks: BTreeMap<String, (SinkSpec, Sink)>,
+    /// Each sink's spool (a handle on the same database the sink drains), for key rotation.
+    spools: BTreeMap<String, Spool>,
     routes: Vec<RunningRoute>,
     timers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
 }
@@ -108,6 +110,7 @@ impl Routing {
     pub(crate) fn empty() -> Routing {
         Routing {
             sinks: BTreeMap::new(),
+            spools: BTreeMap::new(),
             routes: Vec::new(),
             timers: Vec::new(),
         }
@@ -126,6 +129,7 @@ impl Routing {
         manifest: &Manifest,
         bus: &Bus,
         spool_dir: Option<&Path>,
+        keys: Option<&SharedProvider>,
         lookup: PipelineLookup,
     ) -> Result<Vec<String>, RuntimeError> {
         let mut changes = Vec::new();
@@ -143,6 +147,7 @@ impl Routing {
         for name in old {
             let keep = manifest.sinks.get(&name) == self.sinks.get(&name).map(|(s, _)| s);
             if !keep && let Some((_, sink)) = self.sinks.remove(&name) {
+                self.spools.remove(&name);
                 sink.shutdown().await;
                 drop(sink);
                 changes.push(format!(
@@ -163,11 +168,16 @@ impl Routing {
             let spool = match spool_dir {
                 Some(dir) => {
                     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
-                    Spool::open(&dir.join(format!("{name}.redb")), config.spool)
+                    let path = dir.join(format!("{name}.redb"));
+                    match keys {
+                        Some(p) => Spool::open_encrypted(&path, config.spool, p.clone()),
+                        None => Spool::open(&path, config.spool),
+                    }
                 }
                 None => Spool::in_memory(config.spool),
             }
             .map_err(|e| RuntimeError::Service(format!("sink `{name}`: {e}")))?;
+            self.spools.insert(name.clone(), spool.clone());
             let sink = Sink::start(config, spool)
                 .map_err(|e| RuntimeError::Service(format!("sink `{name}`: {e}")))?;
             if !changes
@@ -216,12 +226,32 @@ impl Routing {
         self.sinks.values().map(|(_, s)| s.stats()).collect()
     }
 
+    /// Wraps every spool's data key under the KEK's newest version; returns how many.
+    pub(crate) fn rewrap_spools(&self) -> Result<usize, RuntimeError> {
+        for (name, spool) in &self.spools {
+            spool
+                .rewrap()
+                .map_err(|e| RuntimeError::Service(format!("sink `{name}`: {e}")))?;
+        }
+        Ok(self.spools.len())
+    }
+
+    /// Checks every spool's data key still unwraps; returns the first failure.
+    pub(crate) fn check_spool_keys(&self) -> Result<(), String> {
+        for (name, spool) in &self.spools {
+            spool
+                .check_key()
+                .map_err(|e| format!("sink `{name}`: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Stops everything; spooled messages stay on disk for the next start.
     pub(crate) async fn shutdown(&mut self) {
         let empty = Manifest::parse("", "shutdown").expect("the empty manifest is valid");
         let lookup: PipelineLookup = Arc::new(|_| None);
         let bus = Bus::new(0);
-        let _ = self.apply(&empty, &bus, None, lookup).await;
+        let _ = self.apply(&empty, &bus, None, None, lookup).await;
     }
 }
 

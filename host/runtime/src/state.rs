@@ -342,6 +342,15 @@ fn kv_err(e: outpost_services::KvError) -> kv::KvError {
         outpost_services::KvError::QuotaExceeded { quota, .. } => kv::KvError::QuotaExceeded(quota),
         outpost_services::KvError::TooLarge { .. } => kv::KvError::TooLarge,
         outpost_services::KvError::Io(m) => kv::KvError::Io(m),
+        // The plugin learns the store is unreadable; the operator sees which key in the log and
+        // in status (the key check).
+        e @ (outpost_services::KvError::Encryption(_)
+        | outpost_services::KvError::NoKeyProvider) => {
+            tracing::error!(error = %e, "kv value unreadable");
+            kv::KvError::Io(
+                "stored value unreadable (encryption key unavailable or record altered)".into(),
+            )
+        }
     }
 }
 

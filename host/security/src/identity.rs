@@ -45,7 +45,7 @@ const RENEW_BEFORE: Duration = Duration::days(30);
 /// `not_before` is backdated by this much to tolerate clock skew.
 const BACKDATE: Duration = Duration::hours(1);
 /// ALPN protocol the management API speaks.
-const ALPN_HTTP1: &[u8] = b"http/1.1";
+pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// The crypto provider every config here uses: rustls on `ring`.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -177,6 +177,20 @@ impl DeviceIdentity {
             })?;
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// The endpoint certificate chain and its key, ready for a certificate resolver.
+    pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, SecurityError> {
+        CertifiedKey::from_der(self.chain.clone(), self.key.clone_key(), &crypto_provider())
+            .map(Arc::new)
+            .map_err(|e| {
+                SecurityError::TlsConfig(format!("certificate in {}: {e}", self.dir.display()))
+            })
+    }
+
+    /// The endpoint certificate followed by the CA certificate, DER.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 
     /// A tokio-rustls acceptor over [`DeviceIdentity::server_config`].

@@ -2,19 +2,34 @@
 //! an endpoint certificate, generated on first start), API tokens stored as SHA-256 hashes with
 //! roles, and a small HTTPS client that trusts only the device CA.
 //!
+//! [`CertificateManager`] serves the management API's certificate through a hot-swappable
+//! resolver: the device's own, an operator-uploaded CA-issued one (PEM or PKCS#12, validated
+//! first), or one issued over ACME and renewed automatically; [`CertificateManager::status`]
+//! reports expiry for monitoring.
+//!
 //! TLS runs on rustls with the `ring` provider; nothing here pulls in aws-lc.
 
+mod acme;
+mod certs;
 mod client;
 mod error;
+mod expiry;
 mod files;
 mod identity;
+mod manager;
+mod resolver;
 mod tokens;
 
+pub use acme::{AcmeConfig, HTTP01_PREFIX, Http01Challenges};
+pub use certs::{CertError, CertInfo, CertSource};
 pub use client::{ApiClient, ApiResponse};
 pub use error::SecurityError;
+pub use expiry::{AlertLevel, CertStatus, DEFAULT_ALERT_DAYS, ExpiryThresholds};
 pub use identity::{
     CA_FILE, CA_KEY_FILE, CERT_FILE, DeviceIdentity, KEY_FILE, client_config, crypto_provider,
 };
+pub use manager::{CertConfig, CertificateManager, RenewOutcome, RenewerConfig, SERVED_DIR};
+pub use resolver::HotResolver;
 pub use tokens::{
     ADMIN_TOKEN_FILE, Access, Identity, Role, TOKENS_FILE, TokenInfo, TokenStore, bearer_token,
     ensure_admin,

@@ -14,10 +14,15 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::cipher::{CipherError, RecordCipher, SharedProvider, StoredKey};
+
 /// (namespace, key) → value
 const DATA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv-data");
 /// namespace → bytes used (keys plus values)
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("kv-usage");
+/// `data-key` → the store's wrapped data key (present when values are encrypted)
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("kv-meta");
+const DATA_KEY: &str = "data-key";
 
 /// Largest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -48,6 +53,12 @@ pub enum KvError {
     /// The database failed.
     #[error("kv store: {0}")]
     Io(String),
+    /// A value could not be encrypted or decrypted (key unavailable, record altered).
+    #[error("kv store: {0}")]
+    Encryption(#[from] CipherError),
+    /// The store holds encrypted values but no key provider was given.
+    #[error("kv store is encrypted, but no key provider is configured")]
+    NoKeyProvider,
 }
 
 fn io(e: impl Into<redb::Error>) -> KvError {
@@ -58,14 +69,25 @@ fn io(e: impl Into<redb::Error>) -> KvError {
 #[derive(Clone)]
 pub struct KvStore {
     db: Arc<Database>,
+    cipher: Option<Arc<RecordCipher>>,
 }
 
 impl KvStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, values in plaintext. A store that was
+    /// encrypted refuses to open this way.
     pub fn open(path: &Path) -> Result<KvStore, KvError> {
         let db = Database::create(path)
             .map_err(|e| KvError::Io(format!("opening {}: {e}", path.display())))?;
-        Self::init(db)
+        Self::init(db, None)
+    }
+
+    /// Opens (or creates) the store at `path` with every value encrypted under the store's
+    /// data key, wrapped by `provider`'s KEK. Values of a store written before encryption was
+    /// turned on are encrypted here, in one transaction.
+    pub fn open_encrypted(path: &Path, provider: SharedProvider) -> Result<KvStore, KvError> {
+        let db = Database::create(path)
+            .map_err(|e| KvError::Io(format!("opening {}: {e}", path.display())))?;
+        Self::init(db, Some(provider))
     }
 
     /// A store that lives in memory only (tests, `--ephemeral`).
@@ -73,15 +95,108 @@ impl KvStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(io)?;
-        Self::init(db)
+        Self::init(db, None)
     }
 
-    fn init(db: Database) -> Result<KvStore, KvError> {
+    fn init(mut db: Database, provider: Option<SharedProvider>) -> Result<KvStore, KvError> {
+        let mut migrated = false;
         let tx = db.begin_write().map_err(io)?;
-        tx.open_table(DATA).map_err(io)?;
-        tx.open_table(USAGE).map_err(io)?;
+        let cipher = {
+            let mut data = tx.open_table(DATA).map_err(io)?;
+            tx.open_table(USAGE).map_err(io)?;
+            let mut meta = tx.open_table(META).map_err(io)?;
+            let stored = meta
+                .get(DATA_KEY)
+                .map_err(io)?
+                .map(|v| StoredKey::decode(v.value()))
+                .transpose()?;
+            match (stored, provider) {
+                (Some(_), None) => return Err(KvError::NoKeyProvider),
+                (None, None) => None,
+                (Some(stored), Some(p)) => Some(Arc::new(RecordCipher::unwrap(p, stored)?)),
+                (None, Some(p)) => {
+                    let cipher = RecordCipher::generate(p)?;
+                    meta.insert(DATA_KEY, cipher.stored_key().encode().as_slice())
+                        .map_err(io)?;
+                    // Encrypt what an unencrypted store held.
+                    let mut plain = Vec::new();
+                    for entry in data.iter().map_err(io)? {
+                        let (k, v) = entry.map_err(io)?;
+                        let (ns, key) = k.value();
+                        plain.push((ns.to_string(), key.to_string(), v.value().to_vec()));
+                    }
+                    for (ns, key, value) in &plain {
+                        let sealed = cipher.seal(&context(ns, key), value)?;
+                        data.insert((ns.as_str(), key.as_str()), sealed.as_slice())
+                            .map_err(io)?;
+                    }
+                    if !plain.is_empty() {
+                        tracing::info!(values = plain.len(), "kv store: encrypted existing values");
+                        migrated = true;
+                    }
+                    Some(Arc::new(cipher))
+                }
+            }
+        };
         tx.commit().map_err(io)?;
-        Ok(KvStore { db: Arc::new(db) })
+        if migrated {
+            // The plaintext pages are free now but still on disk until reused: compact them away.
+            while db.compact().map_err(io)? {}
+        }
+        Ok(KvStore {
+            db: Arc::new(db),
+            cipher,
+        })
+    }
+
+    /// Whether values are encrypted, and the KEK version wrapping the data key.
+    pub fn encryption(&self) -> Option<u32> {
+        self.cipher.as_ref().map(|c| c.kek_version())
+    }
+
+    /// Wraps the data key under the provider's newest KEK version (after a rotation). Values
+    /// are not rewritten; readers are not disturbed.
+    pub fn rewrap(&self) -> Result<(), KvError> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(());
+        };
+        let stored = cipher.rewrap()?;
+        let tx = self.db.begin_write().map_err(io)?;
+        tx.open_table(META)
+            .map_err(io)?
+            .insert(DATA_KEY, stored.encode().as_slice())
+            .map_err(io)?;
+        tx.commit().map_err(io)
+    }
+
+    /// Checks the KEK still unwraps the data key.
+    pub fn check_key(&self) -> Result<(), KvError> {
+        match &self.cipher {
+            Some(c) => Ok(c.check()?),
+            None => Ok(()),
+        }
+    }
+
+    fn seal(&self, ns: &str, key: &str, value: &[u8]) -> Result<Vec<u8>, KvError> {
+        match &self.cipher {
+            Some(c) => Ok(c.seal(&context(ns, key), value)?),
+            None => Ok(value.to_vec()),
+        }
+    }
+
+    fn unseal(&self, ns: &str, key: &str, stored: &[u8]) -> Result<Vec<u8>, KvError> {
+        match &self.cipher {
+            Some(c) => Ok(c.open(&context(ns, key), stored)?),
+            None => Ok(stored.to_vec()),
+        }
+    }
+
+    /// The plaintext length of a stored value.
+    fn plain_len(&self, stored: usize) -> usize {
+        match self.cipher {
+            Some(_) => RecordCipher::plain_len(stored),
+            None => stored,
+        }
     }
 
     /// A handle on `namespace`, limited to `quota` bytes of keys plus values.
@@ -113,13 +228,16 @@ impl KvNamespace {
         let tx = self.store.db.begin_read().map_err(io)?;
         let table = tx.open_table(DATA).map_err(io)?;
         let value = table.get((self.name.as_str(), key)).map_err(io)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        value
+            .map(|v| self.store.unseal(&self.name, key, v.value()))
+            .transpose()
     }
 
     /// Stores `value` under `key`, within the quota.
     pub fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         check_size("key", key.len(), MAX_KEY_BYTES)?;
         check_size("value", value.len(), MAX_VALUE_BYTES)?;
+        let stored = self.store.seal(&self.name, key, value)?;
         let tx = self.store.db.begin_write().map_err(io)?;
         {
             let mut data = tx.open_table(DATA).map_err(io)?;
@@ -131,7 +249,9 @@ impl KvNamespace {
             let old = data
                 .get((self.name.as_str(), key))
                 .map_err(io)?
-                .map_or(0, |v| (key.len() + v.value().len()) as u64);
+                .map_or(0, |v| {
+                    (key.len() + self.store.plain_len(v.value().len())) as u64
+                });
             let new_used = used - old.min(used) + (key.len() + value.len()) as u64;
             if new_used > self.quota {
                 return Err(KvError::QuotaExceeded {
@@ -139,7 +259,8 @@ impl KvNamespace {
                     quota: self.quota,
                 });
             }
-            data.insert((self.name.as_str(), key), value).map_err(io)?;
+            data.insert((self.name.as_str(), key), stored.as_slice())
+                .map_err(io)?;
             usage.insert(self.name.as_str(), new_used).map_err(io)?;
         }
         tx.commit().map_err(io)
@@ -154,7 +275,7 @@ impl KvNamespace {
             let removed = data
                 .remove((self.name.as_str(), key))
                 .map_err(io)?
-                .map(|v| (key.len() + v.value().len()) as u64);
+                .map(|v| (key.len() + self.store.plain_len(v.value().len())) as u64);
             if let Some(freed) = removed {
                 let used = usage
                     .get(self.name.as_str())
@@ -195,6 +316,16 @@ impl KvNamespace {
             .map_err(io)?
             .map_or(0, |v| v.value()))
     }
+}
+
+/// What a value is bound to: its namespace and key.
+fn context(ns: &str, key: &str) -> Vec<u8> {
+    let mut c = Vec::with_capacity(4 + ns.len() + key.len());
+    c.extend_from_slice(b"kv\0");
+    c.extend_from_slice(ns.as_bytes());
+    c.push(0);
+    c.extend_from_slice(key.as_bytes());
+    c
 }
 
 fn check_size(what: &'static str, size: usize, limit: usize) -> Result<(), KvError> {

@@ -30,11 +30,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::cipher::{CipherError, RecordCipher, SharedProvider, StoredKey};
+
 /// seq → (enqueued at, unix ms; topic; payload)
 const MESSAGES: TableDefinition<u64, (u64, &str, &[u8])> = TableDefinition::new("spool-messages");
 /// `next-seq` → the sequence number the next message gets
 const META: TableDefinition<&str, u64> = TableDefinition::new("spool-meta");
 const NEXT_SEQ: &str = "next-seq";
+/// `data-key` → the spool's wrapped data key (present when payloads are encrypted)
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("spool-keys");
+const DATA_KEY: &str = "data-key";
 
 /// At least every this many acks is committed durably (the others skip the fsync).
 const ACK_SYNC_EVERY: u64 = 16;
@@ -85,6 +90,12 @@ pub enum SpoolError {
     /// The database failed.
     #[error("spool: {0}")]
     Io(String),
+    /// A payload could not be encrypted or decrypted (key unavailable, record altered).
+    #[error("spool: {0}")]
+    Encryption(#[from] CipherError),
+    /// The spool holds encrypted payloads but no key provider was given.
+    #[error("spool is encrypted, but no key provider is configured")]
+    NoKeyProvider,
 }
 
 fn io(e: impl Into<redb::Error>) -> SpoolError {
@@ -136,6 +147,7 @@ struct Inner {
     db: Database,
     limits: SpoolLimits,
     state: Mutex<State>,
+    cipher: Option<RecordCipher>,
 }
 
 /// A durable FIFO of messages waiting for a sink. Cheap to clone; clones share the database.
@@ -165,26 +177,46 @@ type Entry<'a> = (
     redb::AccessGuard<'a, (u64, &'static str, &'static [u8])>,
 );
 
-fn spooled((seq, value): Entry<'_>) -> Spooled {
-    let (enqueued_at_ms, topic, payload) = value.value();
-    Spooled {
-        seq: seq.value(),
-        topic: topic.to_string(),
-        payload: payload.to_vec(),
-        enqueued_at_ms,
-    }
-}
-
 fn message_size(topic: &str, payload: &[u8]) -> u64 {
     (topic.len() + payload.len()) as u64
 }
 
+/// What a payload is bound to: its place in the queue and its topic.
+fn context(seq: u64, topic: &str) -> Vec<u8> {
+    let mut c = Vec::with_capacity(14 + topic.len());
+    c.extend_from_slice(b"spool\0");
+    c.extend_from_slice(&seq.to_be_bytes());
+    c.extend_from_slice(topic.as_bytes());
+    c
+}
+
+/// The plaintext size of a stored message.
+fn stored_size(cipher: Option<&RecordCipher>, topic: &str, payload: &[u8]) -> u64 {
+    match cipher {
+        Some(_) => (topic.len() + RecordCipher::plain_len(payload.len())) as u64,
+        None => message_size(topic, payload),
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool file at `path`; messages left from before are kept, in order.
+    /// Payloads are stored in plaintext; a spool that was encrypted refuses to open this way.
     pub fn open(path: &Path, limits: SpoolLimits) -> Result<Spool, SpoolError> {
         let db = Database::create(path)
             .map_err(|e| SpoolError::Io(format!("opening {}: {e}", path.display())))?;
-        Self::init(db, limits)
+        Self::init(db, limits, None)
+    }
+
+    /// Opens (or creates) the spool file at `path` with payloads encrypted under the spool's
+    /// data key, wrapped by `provider`'s KEK. Messages a plaintext spool held are encrypted here.
+    pub fn open_encrypted(
+        path: &Path,
+        limits: SpoolLimits,
+        provider: SharedProvider,
+    ) -> Result<Spool, SpoolError> {
+        let db = Database::create(path)
+            .map_err(|e| SpoolError::Io(format!("opening {}: {e}", path.display())))?;
+        Self::init(db, limits, Some(provider))
     }
 
     /// A spool that lives in memory only (tests, `--ephemeral`).
@@ -192,34 +224,121 @@ impl Spool {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(io)?;
-        Self::init(db, limits)
+        Self::init(db, limits, None)
     }
 
-    fn init(db: Database, limits: SpoolLimits) -> Result<Spool, SpoolError> {
+    fn init(
+        mut db: Database,
+        limits: SpoolLimits,
+        provider: Option<SharedProvider>,
+    ) -> Result<Spool, SpoolError> {
         let tx = db.begin_write().map_err(io)?;
         let mut state = State::default();
+        let mut migrated = false;
+        let cipher;
         {
-            let messages = tx.open_table(MESSAGES).map_err(io)?;
+            let mut messages = tx.open_table(MESSAGES).map_err(io)?;
             let meta = tx.open_table(META).map_err(io)?;
+            let mut keys = tx.open_table(KEYS).map_err(io)?;
+            let stored = keys
+                .get(DATA_KEY)
+                .map_err(io)?
+                .map(|v| StoredKey::decode(v.value()))
+                .transpose()?;
+            cipher = match (stored, provider) {
+                (Some(_), None) => return Err(SpoolError::NoKeyProvider),
+                (None, None) => None,
+                (Some(stored), Some(p)) => Some(RecordCipher::unwrap(p, stored)?),
+                (None, Some(p)) => {
+                    let cipher = RecordCipher::generate(p)?;
+                    keys.insert(DATA_KEY, cipher.stored_key().encode().as_slice())
+                        .map_err(io)?;
+                    let mut plain = Vec::new();
+                    for entry in messages.iter().map_err(io)? {
+                        let (seq, value) = entry.map_err(io)?;
+                        let (at, topic, payload) = value.value();
+                        plain.push((seq.value(), at, topic.to_string(), payload.to_vec()));
+                    }
+                    for (seq, at, topic, payload) in &plain {
+                        let sealed = cipher.seal(&context(*seq, topic), payload)?;
+                        messages
+                            .insert(*seq, (*at, topic.as_str(), sealed.as_slice()))
+                            .map_err(io)?;
+                    }
+                    if !plain.is_empty() {
+                        tracing::info!(messages = plain.len(), "spool: encrypted held messages");
+                        migrated = true;
+                    }
+                    Some(cipher)
+                }
+            };
             let mut last = 0;
             for entry in messages.iter().map_err(io)? {
                 let (seq, value) = entry.map_err(io)?;
                 let (_, topic, payload) = value.value();
                 state.stats.depth += 1;
-                state.stats.bytes += message_size(topic, payload);
+                state.stats.bytes += stored_size(cipher.as_ref(), topic, payload);
                 last = seq.value();
             }
             let stored = meta.get(NEXT_SEQ).map_err(io)?.map_or(1, |v| v.value());
             state.next_seq = stored.max(last + 1);
         }
         tx.commit().map_err(io)?;
+        if migrated {
+            // The plaintext pages are free now but still on disk until reused: compact them away.
+            while db.compact().map_err(io)? {}
+        }
         Ok(Spool {
             inner: Arc::new(Inner {
                 db,
                 limits,
                 state: Mutex::new(state),
+                cipher,
             }),
         })
+    }
+
+    fn spooled(&self, (seq, value): Entry<'_>) -> Result<Spooled, SpoolError> {
+        let (enqueued_at_ms, topic, payload) = value.value();
+        let seq = seq.value();
+        let payload = match &self.inner.cipher {
+            Some(c) => c.open(&context(seq, topic), payload)?,
+            None => payload.to_vec(),
+        };
+        Ok(Spooled {
+            seq,
+            topic: topic.to_string(),
+            payload,
+            enqueued_at_ms,
+        })
+    }
+
+    /// Whether payloads are encrypted, and the KEK version wrapping the data key.
+    pub fn encryption(&self) -> Option<u32> {
+        self.inner.cipher.as_ref().map(|c| c.kek_version())
+    }
+
+    /// Wraps the data key under the provider's newest KEK version (after a rotation); payloads
+    /// are not rewritten.
+    pub fn rewrap(&self) -> Result<(), SpoolError> {
+        let Some(cipher) = &self.inner.cipher else {
+            return Ok(());
+        };
+        let stored = cipher.rewrap()?;
+        let tx = self.inner.db.begin_write().map_err(io)?;
+        tx.open_table(KEYS)
+            .map_err(io)?
+            .insert(DATA_KEY, stored.encode().as_slice())
+            .map_err(io)?;
+        tx.commit().map_err(io)
+    }
+
+    /// Checks the KEK still unwraps the data key.
+    pub fn check_key(&self) -> Result<(), SpoolError> {
+        match &self.inner.cipher {
+            Some(c) => Ok(c.check()?),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -275,12 +394,21 @@ impl Spool {
         }
         let now = now_ms();
         let first = state.next_seq;
+        let sealed = match &self.inner.cipher {
+            Some(c) => messages
+                .iter()
+                .enumerate()
+                .map(|(i, (topic, payload))| c.seal(&context(first + i as u64, topic), payload))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         let tx = self.inner.db.begin_write().map_err(io)?;
         {
             let mut table = tx.open_table(MESSAGES).map_err(io)?;
             for (i, (topic, payload)) in messages.iter().enumerate() {
+                let stored = sealed.get(i).map_or(*payload, Vec::as_slice);
                 table
-                    .insert(first + i as u64, (now, *topic, *payload))
+                    .insert(first + i as u64, (now, *topic, stored))
                     .map_err(io)?;
             }
             let mut meta = tx.open_table(META).map_err(io)?;
@@ -308,7 +436,7 @@ impl Spool {
         let table = tx.open_table(MESSAGES).map_err(io)?;
         let mut out = Vec::with_capacity(max.min(1024));
         for entry in table.iter().map_err(io)?.take(max) {
-            out.push(spooled(entry.map_err(io)?));
+            out.push(self.spooled(entry.map_err(io)?)?);
         }
         Ok(out)
     }
@@ -323,7 +451,7 @@ impl Spool {
         let table = tx.open_table(MESSAGES).map_err(io)?;
         let mut out = Vec::with_capacity(max.min(1024));
         for entry in table.range(from..).map_err(io)?.take(max) {
-            out.push(spooled(entry.map_err(io)?));
+            out.push(self.spooled(entry.map_err(io)?)?);
         }
         Ok(out)
     }
@@ -407,7 +535,7 @@ impl Spool {
                 let (_, value) = entry.map_err(io)?;
                 let (_, topic, payload) = value.value();
                 count += 1;
-                bytes += message_size(topic, payload);
+                bytes += stored_size(self.inner.cipher.as_ref(), topic, payload);
             }
         }
         if count == 0 {
