@@ -11,32 +11,26 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   say "installing the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
 fi
-# Real services the tests run against (started by the tests themselves, on loopback).
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-  say "installing mosquitto (MQTT broker for the sink tests)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
-fi
-if ! command -v espeak-ng >/dev/null; then
-  say "installing espeak-ng (speech for the voice-activity pipeline test)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
-fi
-if ! command -v tshark >/dev/null; then
-  say "installing tshark (Wireshark's dissectors for the GTP-U/PFCP interop tests)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tshark >/dev/null
-fi
-if ! command -v tcpdump >/dev/null; then
-  say "installing tcpdump (libpcap reads the captures the data plane writes)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tcpdump >/dev/null
-fi
+# Real services and tools the tests run against (started by the tests themselves, on loopback
+# or in network namespaces they create).
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+APT_UPDATED=""
+need() { # need COMMAND-OR-PATH PACKAGE WHY
+  if command -v "$1" >/dev/null 2>&1 || [ -e "$1" ]; then return; fi
+  say "installing $2 ($3)"
+  [ -n "$APT_UPDATED" ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
+}
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+need /usr/sbin/mosquitto mosquitto "MQTT broker for the sink tests"
+need espeak-ng espeak-ng "speech for the voice-activity pipeline test"
+need tshark tshark "Wireshark's dissectors for the GTP-U/PFCP interop tests"
+need tcpdump tcpdump "libpcap reads the captures the data plane writes"
+need softhsm2-util softhsm2 "PKCS#11 HSM for the customer-managed key tests"
+need pebble pebble "ACME server for the certificate tests"
+need openssl openssl "independent PKCS#12 producer and signature checker"
+need docker-registry docker-registry "OCI registry for the update-control tests"
+need htpasswd apache2-utils "bcrypt htpasswd entries for the authenticated registry"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
