@@ -1,0 +1,1 @@
+//! Shares and their sync engine (work in progress).
