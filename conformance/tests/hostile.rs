@@ -32,6 +32,8 @@ fn spec(name: &str, component: &str, grants: Grants, limits: Limits) -> PluginSp
         name: name.into(),
         kind: PluginKind::Pipeline,
         component: component.into(),
+        image: None,
+        canary: None,
         version: None,
         config: Default::default(),
         grants,

@@ -72,6 +72,136 @@ pub struct HostSettings {
     pub encryption: EncryptionSettings,
     /// The certificate of the host's TLS endpoints (`[host.tls]`); read when the API starts.
     pub tls: TlsSettings,
+    /// Update control for plugins distributed as signed OCI artifacts (`[host.updates]`).
+    pub updates: UpdateSettings,
+}
+
+/// Update control (`[host.updates]`): who may sign which plugins, when code updates may be
+/// applied, and how to reach registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// Trusted publishers. An `image` plugin is only run when one of them signed it.
+    pub publishers: Vec<PublisherSettings>,
+    /// Maintenance windows (UTC); empty means updates apply at once.
+    pub windows: Vec<TimeWindow>,
+    /// Registries (`host:port`) reached over plain HTTP (loopback labs only).
+    pub insecure_registries: Vec<String>,
+    /// Basic credentials per registry (`host:port`).
+    pub registry_auth: BTreeMap<String, RegistryAuthSettings>,
+}
+
+/// A trusted publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherSettings {
+    /// Name shown in status and the audit log.
+    pub name: String,
+    /// Its ECDSA P-256 public key (SPKI PEM file).
+    pub key: PathBuf,
+    /// Plugin names it may sign (exact or `*` globs).
+    pub plugins: Vec<String>,
+    /// Repositories it may sign for (exact or `*` globs).
+    pub repositories: Vec<String>,
+}
+
+/// Basic credentials for a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAuthSettings {
+    /// User name.
+    pub username: String,
+    /// File holding the password.
+    pub password_file: PathBuf,
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl Weekday {
+    /// The weekday of a Unix time (seconds, UTC).
+    pub fn of_unix(secs: u64) -> Weekday {
+        // 1970-01-01 was a Thursday.
+        match (secs / 86_400 + 3) % 7 {
+            0 => Weekday::Mon,
+            1 => Weekday::Tue,
+            2 => Weekday::Wed,
+            3 => Weekday::Thu,
+            4 => Weekday::Fri,
+            5 => Weekday::Sat,
+            _ => Weekday::Sun,
+        }
+    }
+}
+
+/// A weekly time window in UTC: on `days` (all days when empty) from `start_minute` to
+/// `stop_minute` after midnight. A window whose stop is before its start runs past midnight
+/// into the next day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TimeWindow {
+    /// Days the window opens on.
+    pub days: Vec<Weekday>,
+    /// Opening minute of the day (0..1440).
+    pub start_minute: u16,
+    /// Closing minute of the day (0..=1440).
+    pub stop_minute: u16,
+}
+
+impl TimeWindow {
+    /// Whether the window is open at Unix time `secs` (UTC).
+    pub fn contains(&self, secs: u64) -> bool {
+        let minute = ((secs % 86_400) / 60) as u16;
+        let day_ok = |d: Weekday| self.days.is_empty() || self.days.contains(&d);
+        if self.start_minute < self.stop_minute {
+            day_ok(Weekday::of_unix(secs))
+                && minute >= self.start_minute
+                && minute < self.stop_minute
+        } else {
+            // Past midnight: the late part belongs to the day it opened, the early part to the
+            // day before.
+            (minute >= self.start_minute && day_ok(Weekday::of_unix(secs)))
+                || (minute < self.stop_minute
+                    && day_ok(Weekday::of_unix(secs.saturating_sub(86_400))))
+        }
+    }
+
+    /// Seconds from `secs` until the window next opens (0 when open now); `None` if it never
+    /// opens (no days).
+    pub fn opens_in(&self, secs: u64) -> Option<u64> {
+        if self.contains(secs) {
+            return Some(0);
+        }
+        // Step minute by minute over one week from the next whole minute: 10,080 checks at most.
+        let next_minute = (secs / 60 + 1) * 60;
+        (0..7 * 24 * 60)
+            .map(|i| next_minute + i * 60)
+            .find(|t| self.contains(*t))
+            .map(|t| t - secs)
+    }
+}
+
+/// Staged rollout of a new version: this share of calls goes to it until it has served this
+/// many, then it takes all traffic; failures on the way roll it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CanarySpec {
+    /// Percent of calls sent to the new version (1..99).
+    pub percent: u8,
+    /// Calls the new version must serve before it takes over.
+    pub calls: u32,
 }
 
 /// The TLS endpoints' certificate (`[host.tls]`).
@@ -444,7 +574,12 @@ pub struct PluginSpec {
     /// The world it implements.
     pub kind: PluginKind,
     /// Path of the component (or, for jobs, a WASI preview1 module), resolved at load time.
+    /// Empty for `image` plugins until the host has fetched and verified the artifact.
     pub component: PathBuf,
+    /// The signed OCI artifact the component comes from (`registry/repo@sha256:…`).
+    pub image: Option<String>,
+    /// Staged rollout for a new version of this plugin.
+    pub canary: Option<CanarySpec>,
     /// Operator-facing version label.
     pub version: Option<String>,
     /// The plugin's own configuration, served read-only through `outpost:plugin/config`.
@@ -703,6 +838,12 @@ impl Manifest {
                 join(module);
                 join(pin_file);
             }
+        }
+        for p in &mut self.host.updates.publishers {
+            join(&mut p.key);
+        }
+        for a in self.host.updates.registry_auth.values_mut() {
+            join(&mut a.password_file);
         }
         if let Some(f) = &mut self.host.tls.ca_bundle {
             join(f);

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{AcmeSettings, EncryptionSettings, KeyProviderSpec, TlsSettings};
+use crate::{
+    AcmeSettings, CanarySpec, EncryptionSettings, KeyProviderSpec, PublisherSettings,
+    RegistryAuthSettings, TimeWindow, TlsSettings, UpdateSettings, Weekday,
+};
 use crate::{
     ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
     KvGrant, Limits, MAX_DEADLINE_MS, MAX_MEMORY_BYTES, Manifest, ManifestError, ModelEngine,
@@ -201,6 +204,8 @@ struct RawHost {
     nn: RawNn,
     encryption: Option<Spanned<RawEncryption>>,
     tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    updates: RawUpdates,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +228,53 @@ struct RawAcme {
     domains: Vec<String>,
     roots: Option<PathBuf>,
     renew_before_days: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    percent: u8,
+    calls: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpdates {
+    #[serde(default)]
+    publishers: Vec<Spanned<RawPublisher>>,
+    #[serde(default)]
+    windows: Vec<Spanned<RawWindow>>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    #[serde(default)]
+    registry_auth: BTreeMap<String, RawRegistryAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublisher {
+    name: String,
+    key: PathBuf,
+    #[serde(default)]
+    plugins: Vec<String>,
+    #[serde(default)]
+    repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    #[serde(default)]
+    days: Vec<String>,
+    start: String,
+    stop: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistryAuth {
+    username: String,
+    password_file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -250,7 +302,9 @@ enum RawKind {
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     kind: Spanned<RawKind>,
-    component: Spanned<PathBuf>,
+    component: Option<Spanned<PathBuf>>,
+    image: Option<Spanned<String>>,
+    canary: Option<Spanned<RawCanary>>,
     version: Option<String>,
     #[serde(default)]
     config: BTreeMap<String, String>,
@@ -413,6 +467,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     let api = check_api(&c, raw.host.api)?;
     let encryption = check_encryption(&c, raw.host.encryption)?;
     let tls = check_tls(&c, raw.host.tls)?;
+    let updates = check_updates(&c, raw.host.updates)?;
     let host = HostSettings {
         name: raw.host.name.unwrap_or_else(|| "outpost".to_string()),
         plugin_dirs: raw.host.plugin_dirs,
@@ -424,6 +479,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         },
         encryption,
         tls,
+        updates,
     };
 
     let models = check_models(&c, raw.models)?;
@@ -769,6 +825,109 @@ fn check_tls(c: &Checker<'_>, raw: Option<Spanned<RawTls>>) -> Result<TlsSetting
     })
 }
 
+fn parse_hhmm(text: &str) -> Option<u16> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    if (h == 24 && m == 0) || (h < 24 && m < 60) {
+        Some(h * 60 + m)
+    } else {
+        None
+    }
+}
+
+/// Parses `{ days, start, stop }` (days `mon`..`sun`, empty = every day; times `HH:MM` UTC).
+fn check_window(
+    c: &Checker<'_>,
+    field: &str,
+    w: Spanned<RawWindow>,
+) -> Result<TimeWindow, ManifestError> {
+    let span = w.span();
+    let w = w.into_inner();
+    let mut days = Vec::new();
+    for d in &w.days {
+        let day = match d.to_ascii_lowercase().as_str() {
+            "mon" | "monday" => Weekday::Mon,
+            "tue" | "tuesday" => Weekday::Tue,
+            "wed" | "wednesday" => Weekday::Wed,
+            "thu" | "thursday" => Weekday::Thu,
+            "fri" | "friday" => Weekday::Fri,
+            "sat" | "saturday" => Weekday::Sat,
+            "sun" | "sunday" => Weekday::Sun,
+            other => {
+                return c.err(
+                    span,
+                    format!("{field}.days: `{other}` is not a weekday (mon..sun)"),
+                );
+            }
+        };
+        if !days.contains(&day) {
+            days.push(day);
+        }
+    }
+    let (Some(start), Some(stop)) = (parse_hhmm(&w.start), parse_hhmm(&w.stop)) else {
+        return c.err(
+            span,
+            format!("{field}: start and stop are HH:MM (UTC), e.g. \"02:00\" and \"04:30\""),
+        );
+    };
+    if start == stop {
+        return c.err(
+            span,
+            format!("{field}: start and stop are equal (an empty window)"),
+        );
+    }
+    Ok(TimeWindow {
+        days,
+        start_minute: start,
+        stop_minute: stop,
+    })
+}
+
+fn check_updates(c: &Checker<'_>, raw: RawUpdates) -> Result<UpdateSettings, ManifestError> {
+    let mut publishers = Vec::new();
+    for p in raw.publishers {
+        let span = p.span();
+        let p = p.into_inner();
+        if p.name.is_empty() || p.plugins.is_empty() && p.repositories.is_empty() {
+            return c.err(
+                span,
+                "host.updates.publishers: each publisher needs a name and the plugins or repositories it may sign".into(),
+            );
+        }
+        publishers.push(PublisherSettings {
+            name: p.name,
+            key: p.key,
+            plugins: p.plugins,
+            repositories: p.repositories,
+        });
+    }
+    let mut windows = Vec::new();
+    for w in raw.windows {
+        windows.push(check_window(c, "host.updates.windows", w)?);
+    }
+    Ok(UpdateSettings {
+        publishers,
+        windows,
+        insecure_registries: raw.insecure_registries,
+        registry_auth: raw
+            .registry_auth
+            .into_iter()
+            .map(|(registry, a)| {
+                (
+                    registry,
+                    RegistryAuthSettings {
+                        username: a.username,
+                        password_file: a.password_file,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
 fn check_api(c: &Checker<'_>, raw: Option<Spanned<RawApi>>) -> Result<ApiSettings, ManifestError> {
     let mut api = ApiSettings::default();
     let Some(raw) = raw else {
@@ -1016,12 +1175,73 @@ fn check_plugin(
         RawKind::Job => PluginKind::Job,
         RawKind::Http => PluginKind::Http,
     };
-    if raw.component.get_ref().as_os_str().is_empty() {
-        return c.err(
-            raw.component.span(),
-            format!("plugins.{n}.component: empty path"),
-        );
-    }
+    let (component, image) = match (raw.component, raw.image) {
+        (Some(_), Some(image)) => {
+            return c.err(
+                image.span(),
+                format!(
+                    "plugins.{n}: give `component` (a file) or `image` (an OCI artifact), not both"
+                ),
+            );
+        }
+        (None, None) => {
+            return c.err(
+                name.span(),
+                format!("plugins.{n}: missing `component` (a file) or `image` (an OCI artifact)"),
+            );
+        }
+        (Some(component), None) => {
+            if component.get_ref().as_os_str().is_empty() {
+                return c.err(
+                    component.span(),
+                    format!("plugins.{n}.component: empty path"),
+                );
+            }
+            (component.into_inner(), None)
+        }
+        (None, Some(image)) => {
+            let r = image.get_ref();
+            let by_digest = r.split_once("@sha256:").is_some_and(|(repo, hex)| {
+                !repo.is_empty()
+                    && repo.contains('/')
+                    && hex.len() == 64
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            });
+            if !by_digest {
+                return c.err(
+                    image.span(),
+                    format!(
+                        "plugins.{n}.image: `{r}` must name an artifact by digest: REGISTRY/REPOSITORY@sha256:<64 hex>"
+                    ),
+                );
+            }
+            (PathBuf::new(), Some(image.into_inner()))
+        }
+    };
+    let canary = match raw.canary {
+        None => None,
+        Some(cn) => {
+            if kind != PluginKind::Pipeline {
+                return c.err(
+                    cn.span(),
+                    format!("plugins.{n}.canary: only pipelines take a share of calls"),
+                );
+            }
+            let cv = cn.get_ref();
+            if cv.percent == 0 || cv.percent >= 100 || cv.calls == 0 {
+                return c.err(
+                    cn.span(),
+                    format!("plugins.{n}.canary: percent must be 1 to 99 and calls at least 1"),
+                );
+            }
+            Some(CanarySpec {
+                percent: cv.percent,
+                calls: cv.calls,
+            })
+        }
+    };
 
     let route = match (kind, raw.route) {
         (PluginKind::Http, Some(route)) => {
@@ -1147,7 +1367,9 @@ fn check_plugin(
     Ok(PluginSpec {
         name: n.clone(),
         kind,
-        component: raw.component.into_inner(),
+        component,
+        image,
+        canary,
         version: raw.version,
         config: raw.config,
         grants,
@@ -2145,6 +2367,87 @@ limits = { batch = 32, tick_ms = 50 }
         assert!(err.message.contains("`vault` is not one of"), "{err}");
         let err = parse("[host.encryption]\nprovider = \"device\"\nkey = \"a b\"\n").unwrap_err();
         assert!(err.message.contains("host.encryption.key"), "{err}");
+    }
+
+    #[test]
+    fn image_plugins_name_their_artifact_by_digest_and_canaries_are_bounded() {
+        let hex = "a".repeat(64);
+        let m = parse(&format!(
+            "[plugins.f]\nkind = \"pipeline\"\nimage = \"127.0.0.1:5000/acme/filter@sha256:{hex}\"\ncanary = {{ percent = 10, calls = 50 }}\n"
+        ))
+        .unwrap();
+        let f = &m.plugins["f"];
+        assert_eq!(
+            f.image.as_deref(),
+            Some(&*format!("127.0.0.1:5000/acme/filter@sha256:{hex}"))
+        );
+        assert_eq!(
+            f.canary,
+            Some(crate::CanarySpec {
+                percent: 10,
+                calls: 50
+            })
+        );
+        let err =
+            parse("[plugins.f]\nkind = \"pipeline\"\nimage = \"127.0.0.1:5000/acme/filter:1.0\"\n")
+                .unwrap_err();
+        assert!(err.message.contains("by digest"), "{err}");
+        let err = parse(&format!(
+            "[plugins.f]\nkind = \"pipeline\"\ncomponent = \"f.wasm\"\nimage = \"r/x@sha256:{hex}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("not both"), "{err}");
+        let err = parse("[plugins.f]\nkind = \"pipeline\"\n").unwrap_err();
+        assert!(err.message.contains("missing `component`"), "{err}");
+        let err = parse("[plugins.f]\nkind = \"pipeline\"\ncomponent = \"f.wasm\"\ncanary = { percent = 100, calls = 5 }\n").unwrap_err();
+        assert!(err.message.contains("canary"), "{err}");
+    }
+
+    #[test]
+    fn maintenance_windows_open_on_their_days_and_may_run_past_midnight() {
+        let m = parse(
+            "[host.updates]\nwindows = [{ days = [\"sat\"], start = \"23:00\", stop = \"02:00\" }, { start = \"12:00\", stop = \"12:30\" }]\n",
+        )
+        .unwrap();
+        let (night, noon) = (&m.host.updates.windows[0], &m.host.updates.windows[1]);
+        // 2026-11-28 is a Saturday; 1_795_824_000 is its midnight UTC.
+        let saturday = 1_795_824_000u64;
+        assert_eq!(crate::Weekday::of_unix(saturday), crate::Weekday::Sat);
+        assert!(
+            night.contains(saturday + 23 * 3600 + 30 * 60),
+            "Saturday 23:30"
+        );
+        assert!(
+            night.contains(saturday + 86_400 + 3600),
+            "Sunday 01:00 belongs to Saturday's window"
+        );
+        assert!(
+            !night.contains(saturday + 3600),
+            "Saturday 01:00 belongs to Friday, not in the window"
+        );
+        assert!(
+            !night.contains(saturday + 86_400 + 23 * 3600 + 30 * 60),
+            "Sunday 23:30"
+        );
+        assert_eq!(night.opens_in(saturday + 22 * 3600), Some(3600));
+        assert!(noon.contains(saturday + 12 * 3600 + 60));
+        assert!(!noon.contains(saturday + 12 * 3600 + 30 * 60));
+        for bad in [
+            "[host.updates]\nwindows = [{ start = \"25:00\", stop = \"02:00\" }]\n",
+            "[host.updates]\nwindows = [{ days = [\"someday\"], start = \"01:00\", stop = \"02:00\" }]\n",
+            "[host.updates]\nwindows = [{ start = \"01:00\", stop = \"01:00\" }]\n",
+        ] {
+            assert!(
+                parse(bad)
+                    .unwrap_err()
+                    .message
+                    .contains("host.updates.windows"),
+                "{bad}"
+            );
+        }
+        let err = parse("[[host.updates.publishers]]\nname = \"acme\"\nkey = \"acme.pub\"\n")
+            .unwrap_err();
+        assert!(err.message.contains("plugins or repositories"), "{err}");
     }
 
     #[test]

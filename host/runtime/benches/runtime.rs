@@ -51,6 +51,8 @@ fn load_echo(
         name: "echo".into(),
         kind: PluginKind::Pipeline,
         component: outpost_artifacts::ECHO_PIPELINE.into(),
+        image: None,
+        canary: None,
         version: None,
         config: Default::default(),
         grants: grants.clone(),

@@ -113,6 +113,8 @@ pub struct PluginStatus {
     pub events: Vec<SlotEvent>,
     /// `wasi:nn` computes of the version serving now, for plugins that run models.
     pub inference: Option<outpost_inference::StatsSnapshot>,
+    /// A staged rollout of a new version in progress.
+    pub canary: Option<crate::slot::CanaryStatus>,
 }
 
 /// What an apply did (or, for a dry run, would do) to one plugin.
@@ -564,6 +566,8 @@ impl Appliance {
         note(old.rollback != new.rollback, "rollback");
         note(old.restart != new.restart, "restart");
         note(old.args != new.args, "args");
+        note(old.image != new.image, "image");
+        note(old.canary != new.canary, "canary");
         fields
     }
 
@@ -821,7 +825,15 @@ impl Appliance {
         if needs_new_version {
             let outcome = match component {
                 Ok((_, bytes)) => match self.load_plugin(spec, &bytes) {
-                    Ok(candidate) => slot.swap(candidate).await.map_err(|e| e.to_string()),
+                    Ok(candidate) => match spec.canary {
+                        // Staged rollout of new code; a change of config or grants alone
+                        // swaps at once.
+                        Some(c) if fields.iter().any(|f| f == "code") => slot
+                            .start_canary(candidate, c.percent, c.calls)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        _ => slot.swap(candidate).await.map_err(|e| e.to_string()),
+                    },
                     Err(e) => Err(e.to_string()),
                 },
                 Err(e) => Err(e.to_string()),
@@ -965,6 +977,7 @@ impl Appliance {
             rollbacks: 0,
             events: Vec::new(),
             inference: None,
+            canary: None,
         };
         match &d.runner {
             Runner::Slot(slot) => {
@@ -977,7 +990,10 @@ impl Appliance {
                 let rolled_back =
                     matches!(status.events.last(), Some(SlotEvent::RolledBack { .. }));
                 let apply_error = d.apply_error();
-                status.state = if rolled_back {
+                status.canary = slot.canary();
+                status.state = if status.canary.is_some() {
+                    "canary"
+                } else if rolled_back {
                     "rolled-back"
                 } else if apply_error.is_some() || status.actual != status.desired {
                     "degraded"

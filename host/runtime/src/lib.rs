@@ -36,4 +36,6 @@ pub use error::{CallError, RuntimeError};
 pub use job::{JobOptions, JobOutcome, JobStdio, run_job};
 pub use keys::{KeyService, KeyStatus};
 pub use plugin::{OutMessage, Plugin};
-pub use slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotError, SlotEvent};
+pub use slot::{
+    CanaryStatus, EventHook, HealthProbe, PluginSlot, RollbackPolicy, SlotError, SlotEvent,
+};

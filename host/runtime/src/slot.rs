@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 
 use crate::error::CallError;
@@ -68,6 +70,26 @@ pub enum SlotEvent {
         /// Digest of the candidate.
         candidate: String,
         /// Why.
+        reason: String,
+    },
+    /// A new version started serving a share of calls (staged rollout).
+    CanaryStarted {
+        /// Seconds since the Unix epoch.
+        at: u64,
+        /// Digest of the new version.
+        candidate: String,
+        /// Percent of calls it gets.
+        percent: u8,
+        /// Calls it must serve before it takes over.
+        calls: u32,
+    },
+    /// A staged rollout was stopped; the active version kept serving throughout.
+    CanaryAborted {
+        /// Seconds since the Unix epoch.
+        at: u64,
+        /// Digest of the new version.
+        candidate: String,
+        /// Why (failures, an operator, a newer version).
         reason: String,
     },
     /// The previous version was restored.
@@ -133,11 +155,44 @@ impl Versions {
     }
 }
 
+/// A new version serving a share of calls before it takes over.
+struct Canary {
+    plugin: Arc<Plugin>,
+    percent: u64,
+    calls: u32,
+    /// Calls seen by the slot since the canary started (picks which go to it).
+    seen: AtomicU64,
+    /// Calls the canary completed without a trap.
+    served: AtomicU32,
+    /// Calls of the canary that trapped or broke a limit.
+    failures: AtomicU32,
+}
+
+/// Observes a slot's events (the update audit log).
+pub type EventHook = Arc<dyn Fn(&str, &SlotEvent) + Send + Sync>;
+
 /// One plugin's slot.
 pub struct PluginSlot {
     name: String,
     active: ArcSwap<Plugin>,
+    canary: ArcSwapOption<Canary>,
     versions: Mutex<Versions>,
+    hook: Mutex<Option<EventHook>>,
+}
+
+/// A staged rollout in progress.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CanaryStatus {
+    /// Digest of the new version.
+    pub candidate: String,
+    /// Percent of calls it gets.
+    pub percent: u8,
+    /// Calls it must serve before it takes over.
+    pub calls: u32,
+    /// Calls it has served.
+    pub served: u32,
+    /// Its failed calls.
+    pub failures: u32,
 }
 
 /// Counters of a slot.
@@ -155,6 +210,8 @@ impl PluginSlot {
         PluginSlot {
             name: plugin.name().to_string(),
             active: ArcSwap::new(plugin),
+            canary: ArcSwapOption::empty(),
+            hook: Mutex::new(None),
             versions: Mutex::new(Versions {
                 previous: None,
                 failures: VecDeque::new(),
@@ -178,6 +235,135 @@ impl PluginSlot {
 
     fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
         self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `hook` with every later event of this slot.
+    pub fn set_hook(&self, hook: EventHook) {
+        *self.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Records `event` and tells the hook. The caller holds the versions lock.
+    fn record(&self, v: &mut Versions, event: SlotEvent) {
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(&self.name, &event);
+        }
+        v.push(event);
+    }
+
+    /// The staged rollout in progress, if any.
+    pub fn canary(&self) -> Option<CanaryStatus> {
+        self.canary.load_full().map(|c| CanaryStatus {
+            candidate: c.plugin.inspection().digest.clone(),
+            percent: c.percent as u8,
+            calls: c.calls,
+            served: c.served.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Health-checks `candidate`, then sends it `percent` % of calls until it has served
+    /// `calls` of them, when it takes over like a swap. More than the rollback policy's
+    /// `max_failures` failed calls stop the rollout; the active version serves throughout.
+    pub async fn start_canary(
+        &self,
+        candidate: Arc<Plugin>,
+        percent: u8,
+        calls: u32,
+    ) -> Result<(), SlotError> {
+        let digest = candidate.inspection().digest.clone();
+        if let Err(reason) = self.check_health(&candidate).await {
+            tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; no canary");
+            let mut v = self.versions();
+            self.record(
+                &mut v,
+                SlotEvent::Rejected {
+                    at: now_secs(),
+                    candidate: digest,
+                    reason: reason.clone(),
+                },
+            );
+            return Err(SlotError::Unhealthy {
+                plugin: self.name.clone(),
+                reason,
+            });
+        }
+        let mut v = self.versions();
+        if let Some(old) = self.canary.swap(None) {
+            self.record(
+                &mut v,
+                SlotEvent::CanaryAborted {
+                    at: now_secs(),
+                    candidate: old.plugin.inspection().digest.clone(),
+                    reason: "replaced by a newer version".into(),
+                },
+            );
+        }
+        tracing::info!(plugin = %self.name, candidate = %digest, percent, calls, "canary started");
+        self.record(
+            &mut v,
+            SlotEvent::CanaryStarted {
+                at: now_secs(),
+                candidate: digest,
+                percent,
+                calls,
+            },
+        );
+        self.canary.store(Some(Arc::new(Canary {
+            plugin: candidate,
+            percent: u64::from(percent),
+            calls,
+            seen: AtomicU64::new(0),
+            served: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+        })));
+        Ok(())
+    }
+
+    /// Stops a staged rollout (the active version keeps serving); false if none ran.
+    pub fn abort_canary(&self, reason: &str) -> bool {
+        let mut v = self.versions();
+        match self.canary.swap(None) {
+            Some(c) => {
+                tracing::warn!(plugin = %self.name, candidate = %c.plugin.inspection().digest, reason, "canary aborted");
+                self.record(
+                    &mut v,
+                    SlotEvent::CanaryAborted {
+                        at: now_secs(),
+                        candidate: c.plugin.inspection().digest.clone(),
+                        reason: reason.to_string(),
+                    },
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The canary `c` has served enough calls: it becomes the active version.
+    fn promote(&self, c: &Arc<Canary>) {
+        let mut v = self.versions();
+        // Only the canary still installed is promoted (a concurrent abort or promotion wins).
+        let current = self.canary.load();
+        if !current.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, c)) {
+            return;
+        }
+        self.canary.store(None);
+        self.install(&mut v, c.plugin.clone());
+    }
+
+    fn canary_failed(&self, c: &Arc<Canary>, error: &CallError) {
+        let failures = c.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.versions().policy.max_failures;
+        if failures > max {
+            let current = self.canary.load();
+            if current.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, c)) {
+                self.abort_canary(&format!(
+                    "{failures} failed calls of {} (last: {error})",
+                    c.served.load(Ordering::Relaxed) + failures
+                ));
+            }
+        }
     }
 
     /// The version serving now.
@@ -223,33 +409,60 @@ impl PluginSlot {
         let digest = candidate.inspection().digest.clone();
         if let Err(reason) = self.check_health(&candidate).await {
             tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; not swapped");
-            self.versions().push(SlotEvent::Rejected {
-                at: now_secs(),
-                candidate: digest,
-                reason: reason.clone(),
-            });
+            let mut v = self.versions();
+            self.record(
+                &mut v,
+                SlotEvent::Rejected {
+                    at: now_secs(),
+                    candidate: digest,
+                    reason: reason.clone(),
+                },
+            );
             return Err(SlotError::Unhealthy {
                 plugin: self.name.clone(),
                 reason,
             });
         }
         let mut v = self.versions();
+        if let Some(c) = self.canary.swap(None) {
+            self.record(
+                &mut v,
+                SlotEvent::CanaryAborted {
+                    at: now_secs(),
+                    candidate: c.plugin.inspection().digest.clone(),
+                    reason: "replaced by a direct swap".into(),
+                },
+            );
+        }
+        self.install(&mut v, candidate);
+        Ok(())
+    }
+
+    /// Makes `candidate` active; the replaced version is kept for rollback.
+    fn install(&self, v: &mut Versions, candidate: Arc<Plugin>) {
+        let digest = candidate.inspection().digest.clone();
         let old = self.active.swap(candidate);
         tracing::info!(plugin = %self.name, from = %old.inspection().digest, to = %digest, "swapped");
-        v.push(SlotEvent::Swapped {
-            at: now_secs(),
-            from: old.inspection().digest.clone(),
-            to: digest,
-        });
+        self.record(
+            v,
+            SlotEvent::Swapped {
+                at: now_secs(),
+                from: old.inspection().digest.clone(),
+                to: digest,
+            },
+        );
         v.previous = Some(old);
         v.failures.clear();
         v.on_probation = true;
         v.swaps += 1;
-        Ok(())
     }
 
     /// Restores the previous version (the current one becomes the previous).
     pub fn rollback(&self, reason: &str) -> Result<(), SlotError> {
+        // During a staged rollout, rolling back means stopping it.
+        if self.abort_canary(reason) {
+            return Ok(());
+        }
         let mut v = self.versions();
         self.rollback_locked(&mut v, reason, false)
     }
@@ -266,13 +479,16 @@ impl PluginSlot {
         let to = previous.inspection().digest.clone();
         let out = self.active.swap(previous);
         tracing::warn!(plugin = %self.name, from = %out.inspection().digest, %to, reason, automatic, "rolled back");
-        v.push(SlotEvent::RolledBack {
-            at: now_secs(),
-            from: out.inspection().digest.clone(),
-            to,
-            reason: reason.to_string(),
-            automatic,
-        });
+        self.record(
+            v,
+            SlotEvent::RolledBack {
+                at: now_secs(),
+                from: out.inspection().digest.clone(),
+                to,
+                reason: reason.to_string(),
+                automatic,
+            },
+        );
         v.previous = Some(out);
         v.failures.clear();
         v.on_probation = false;
@@ -292,6 +508,22 @@ impl PluginSlot {
         topic: &str,
         payload: &[u8],
     ) -> (Arc<Plugin>, Result<Vec<OutMessage>, CallError>) {
+        if let Some(c) = self.canary.load_full() {
+            let n = c.seen.fetch_add(1, Ordering::Relaxed);
+            // Exactly `percent` of every hundred calls, spread evenly.
+            if (n + 1) * c.percent / 100 > n * c.percent / 100 {
+                let result = c.plugin.handle(topic, payload).await;
+                match &result {
+                    Err(e) if e.is_trap() => self.canary_failed(&c, e),
+                    _ => {
+                        if c.served.fetch_add(1, Ordering::Relaxed) + 1 >= c.calls {
+                            self.promote(&c);
+                        }
+                    }
+                }
+                return (c.plugin.clone(), result);
+            }
+        }
         let plugin = self.active.load_full();
         let result = plugin.handle(topic, payload).await;
         if let Err(e) = &result

@@ -48,6 +48,8 @@ impl Fixture {
             name: "versioned".into(),
             kind: PluginKind::Pipeline,
             component: outpost_artifacts::VERSIONED.into(),
+            image: None,
+            canary: None,
             version: config.get("version").cloned(),
             config: config.clone(),
             grants: grants.clone(),
@@ -244,4 +246,83 @@ async fn a_manual_rollback_restores_the_previous_version() {
             ..
         })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_gets_its_share_of_calls_then_takes_over() {
+    let f = Fixture::new();
+    let slot = PluginSlot::new(
+        f.version(&[("version", "v1")]),
+        RollbackPolicy::default(),
+        HealthProbe::None,
+    );
+    slot.start_canary(f.version(&[("version", "v2")]), 25, 10)
+        .await
+        .unwrap();
+    let status = slot.canary().unwrap();
+    assert_eq!((status.percent, status.calls, status.served), (25, 10, 0));
+    let mut answers = Vec::new();
+    for _ in 0..60 {
+        answers.push(text(slot.handle("call", b"x").await.unwrap()));
+    }
+    // Every fourth call goes to v2 until it has served ten; from then on v2 serves all.
+    let v2_first_40 = answers[..40].iter().filter(|a| *a == "v2:x").count();
+    assert_eq!(v2_first_40, 10, "{answers:?}");
+    assert_eq!(answers[3], "v2:x");
+    assert_eq!(answers[2], "v1:x");
+    assert!(answers[40..].iter().all(|a| a == "v2:x"), "{answers:?}");
+    assert!(slot.canary().is_none());
+    let events = slot.events();
+    assert!(matches!(
+        events[0],
+        SlotEvent::CanaryStarted {
+            percent: 25,
+            calls: 10,
+            ..
+        }
+    ));
+    assert!(matches!(events[1], SlotEvent::Swapped { .. }), "{events:?}");
+    assert_eq!(slot.counters().swaps, 1);
+    // The replaced version is kept for a rollback, as after a direct swap.
+    slot.rollback("operator").unwrap();
+    assert_eq!(text(slot.handle("call", b"y").await.unwrap()), "v1:y");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_stopped_and_the_active_version_never_stops_serving() {
+    let f = Fixture::new();
+    let policy = RollbackPolicy {
+        max_failures: 2,
+        window: Duration::from_secs(60),
+    };
+    let slot = PluginSlot::new(f.version(&[("version", "v1")]), policy, HealthProbe::None);
+    slot.start_canary(
+        f.version(&[("version", "v2"), ("trap-every", "2")]),
+        50,
+        100,
+    )
+    .await
+    .unwrap();
+    let (mut traps, mut v1) = (0, 0);
+    for _ in 0..40 {
+        match slot.handle("call", b"x").await {
+            Ok(out) if text(out.clone()) == "v1:x" => v1 += 1,
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.is_trap(), "{e}");
+                traps += 1;
+            }
+        }
+    }
+    // Only canary calls can fail, and the third failure (more than 2) ends the canary.
+    assert_eq!(traps, 3);
+    assert_eq!(v1, 40 - 6, "half the calls went to v2 until it was stopped");
+    assert!(slot.canary().is_none());
+    assert_eq!(slot.counters().swaps, 0);
+    match slot.events().last() {
+        Some(SlotEvent::CanaryAborted { reason, .. }) => {
+            assert!(reason.contains("3 failed calls"), "{reason}")
+        }
+        other => panic!("expected the canary to be aborted, got {other:?}"),
+    }
 }
