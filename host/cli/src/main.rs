@@ -176,6 +176,76 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a signing key pair for publishing plugins (P-256; the private key stays with the
+    /// publisher, the public key goes into hosts' `[[host.updates.publishers]]`).
+    Keygen {
+        /// Directory for outpost-signing.key and outpost-signing.pub (never overwritten).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Publish a component to an OCI registry (CNCF Wasm artifact); prints `REPO@sha256:…`.
+    Push {
+        /// Where to push: REGISTRY/REPOSITORY:TAG.
+        reference: String,
+        /// The component.
+        file: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Sign a pushed artifact (cosign-compatible simple-signing signature at `sha256-<hex>.sig`).
+    Sign {
+        /// The artifact, pinned: REGISTRY/REPOSITORY@sha256:<hex>.
+        reference: String,
+        /// The publisher's private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Plugin name the signature is for (hosts check it against the manifest).
+        #[arg(long)]
+        plugin: String,
+        /// Release version (semver).
+        #[arg(long)]
+        version: String,
+        /// Until when hosts accept it (RFC 3339); default: 90 days from now.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Talk plain HTTP to the registry (a loopback lab registry).
+    #[arg(long)]
+    insecure: bool,
+    /// Registry user (password from OUTPOST_REGISTRY_PASSWORD).
+    #[arg(long)]
+    username: Option<String>,
+    /// CA certificate (PEM) the registry's certificate chains to.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> Result<outpost_update::RegistryOptions> {
+        let auth = match &self.username {
+            Some(user) => outpost_update::RegistryAuth::Basic {
+                username: user.clone(),
+                password: std::env::var("OUTPOST_REGISTRY_PASSWORD")
+                    .context("--username needs the password in OUTPOST_REGISTRY_PASSWORD")?,
+            },
+            None => outpost_update::RegistryAuth::Anonymous,
+        };
+        let ca_certificate_pem = match &self.ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        Ok(outpost_update::RegistryOptions {
+            auth,
+            insecure_http: self.insecure,
+            ca_certificate_pem,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -222,6 +292,50 @@ async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
         Command::Token(cmd) => token(cmd),
         Command::Job(JobCommand::Run(args)) => job_run(args).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
+        Command::Plugin(PluginCommand::Keygen { dir }) => {
+            let paths = outpost_update::generate_keypair(&dir)?;
+            println!("private key: {}", paths.private_key.display());
+            println!("public key:  {}", paths.public_key.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Push {
+            reference,
+            file,
+            registry,
+        }) => {
+            let digest =
+                outpost_update::push_component(&reference, &file, &registry.options()?).await?;
+            let repo = reference
+                .rsplit_once(':')
+                .filter(|(r, _)| r.contains('/'))
+                .map_or(reference.as_str(), |(r, _)| r);
+            println!("{repo}@{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Sign {
+            reference,
+            key,
+            plugin,
+            version,
+            expires,
+            registry,
+        }) => {
+            let expires = match expires {
+                Some(e) => e,
+                None => (time::OffsetDateTime::now_utc() + time::Duration::days(90))
+                    .format(&time::format_description::well_known::Rfc3339)?,
+            };
+            let request = outpost_update::SignRequest {
+                plugin,
+                version,
+                expires,
+            };
+            let info =
+                outpost_update::sign_artifact(&reference, &key, &request, &registry.options()?)
+                    .await?;
+            println!("signed: {}", info.signature_reference);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

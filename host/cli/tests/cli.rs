@@ -234,3 +234,31 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn plugin_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = outpost()
+        .args(["plugin", "keygen", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = dir.path().join("outpost-signing.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let public = std::fs::read_to_string(dir.path().join("outpost-signing.pub")).unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    let before = std::fs::read(&key).unwrap();
+    let again = outpost()
+        .args(["plugin", "keygen", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "a second keygen must not replace the key"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}

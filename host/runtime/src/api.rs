@@ -49,6 +49,7 @@ enum Handler {
     IssueAcme,
     Keys,
     RotateKeys,
+    Updates,
 }
 
 /// One route of the API.
@@ -130,7 +131,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "PUT",
         path: "/v1/manifest",
         access: Some(Access::Write),
-        summary: "Apply a new manifest: the host reconciles to it with the fewest changes. Query `dry_run=true` only plans; `base=DIR` resolves relative paths (default: the running manifest's directory)",
+        summary: "Apply a new manifest: the host reconciles to it with the fewest changes. Query `dry_run=true` only plans; `base=DIR` resolves relative paths (default: the running manifest's directory); `now=true` applies code updates of `image` plugins outside the maintenance windows; `force_rollback=true` accepts an older signed version",
         responses: &[
             (200, "apply report (check `succeeded`)"),
             (400, "the manifest is invalid; nothing changed"),
@@ -266,6 +267,19 @@ pub const ENDPOINTS: &[Endpoint] = &[
         produces: "application/json",
         consumes: None,
         handler: Handler::RotateKeys,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/updates",
+        access: Some(Access::Read),
+        summary: "Update control: trusted publishers, maintenance windows, verified updates waiting for a window, audit log size",
+        responses: &[
+            (200, "update status"),
+            (404, "no trusted publishers configured"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Updates,
     },
 ];
 
@@ -557,6 +571,7 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 "models": app.models(),
                 "inference": app.inference_runtime(),
                 "encryption": app.key_status(),
+                "updates": app.update_status(),
                 "certificates": app.certificates().map(|c| c.status()),
             }),
         ),
@@ -617,6 +632,13 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 Err(e) => error(StatusCode::BAD_GATEWAY, e),
             }
         }
+        Handler::Updates => match app.update_status() {
+            Some(u) => json_response(StatusCode::OK, &u),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no trusted publishers configured (host.updates.publishers)",
+            ),
+        },
         Handler::Keys => match app.check_keys().await {
             Some(k) => json_response(StatusCode::OK, &k),
             None => error(
@@ -720,11 +742,28 @@ fn certificate_manager(
         .map_err(|e| RuntimeError::Service(format!("device identity: {e}")))
 }
 
-fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+fn query_param(req: &impl HasUri, key: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
         (k == key).then(|| percent_decode(v))
     })
+}
+
+/// Anything with a request URI (a request, or a URI kept after the body was taken).
+trait HasUri {
+    fn uri(&self) -> &hyper::Uri;
+}
+
+impl<B> HasUri for Request<B> {
+    fn uri(&self) -> &hyper::Uri {
+        Request::uri(self)
+    }
+}
+
+impl HasUri for hyper::Uri {
+    fn uri(&self) -> &hyper::Uri {
+        self
+    }
 }
 
 fn percent_decode(text: &str) -> String {
@@ -762,6 +801,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Respon
 }
 
 async fn put_manifest(app: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
+    let req_query = req.uri().clone();
     let dry_run = query_param(&req, "dry_run").is_some_and(|v| v == "true" || v == "1");
     let base = query_param(&req, "base").map(PathBuf::from);
     let body = match read_body(req, MAX_MANIFEST_BYTES).await {
@@ -791,7 +831,13 @@ async fn put_manifest(app: &Arc<Appliance>, req: Request<Incoming>) -> Response<
         None => app.manifest().base_dir.clone(),
     };
     manifest.rebase(Path::new(&base));
-    match app.apply(manifest, Some(text), dry_run).await {
+    let opts = crate::ApplyOptions {
+        dry_run,
+        now: query_param(&req_query, "now").is_some_and(|v| v == "true" || v == "1"),
+        force_rollback: query_param(&req_query, "force_rollback")
+            .is_some_and(|v| v == "true" || v == "1"),
+    };
+    match app.apply_with(manifest, Some(text), opts).await {
         Ok(report) => {
             let succeeded = report.succeeded();
             let mut value = serde_json::to_value(&report).unwrap_or_default();

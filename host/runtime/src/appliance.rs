@@ -32,6 +32,7 @@ use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
 use crate::state::{PluginContext, StoreState};
+use crate::updates::{PendingUpdate, UpdateService, UpdateStatus};
 use outpost_dataplane::{MemoryPortHandle, TableSet, TableStats};
 use outpost_inference::host::{NnPolicy, SharedRegistry};
 use outpost_inference::{ModelRegistry, ModelStatus, RuntimeStatus};
@@ -115,6 +116,8 @@ pub struct PluginStatus {
     pub inference: Option<outpost_inference::StatsSnapshot>,
     /// A staged rollout of a new version in progress.
     pub canary: Option<crate::slot::CanaryStatus>,
+    /// A verified update waiting for the maintenance window.
+    pub pending_update: Option<PendingUpdate>,
 }
 
 /// What an apply did (or, for a dry run, would do) to one plugin.
@@ -211,6 +214,10 @@ pub struct Appliance {
     kv: KvStore,
     /// The KEK provider of the stores, when encryption at rest is on (never in ephemeral mode).
     keys: Option<Arc<KeyService>>,
+    /// Update control for `image` plugins (`None` when no publisher is trusted).
+    updates: Option<Arc<UpdateService>>,
+    /// Why an `image` plugin's artifact could not be used, by plugin (filled by each apply).
+    image_errors: Mutex<BTreeMap<String, String>>,
     /// The TLS endpoints' certificates, once the management API has started with TLS.
     certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
@@ -290,6 +297,17 @@ pub struct NfStatus {
     pub stats: NfStatsSnapshot,
 }
 
+/// How an apply treats updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Only report what would change.
+    pub dry_run: bool,
+    /// Apply code updates of `image` plugins now, outside the maintenance windows.
+    pub now: bool,
+    /// Accept a signed version older than the newest this host accepted.
+    pub force_rollback: bool,
+}
+
 /// How often the host checks that its stores' data keys still unwrap.
 const KEY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -330,6 +348,7 @@ impl Appliance {
             (None, false) => KvStore::open(&opts.data_dir.join("kv.redb")),
         }
         .map_err(|e| RuntimeError::Service(e.to_string()))?;
+        let updates = UpdateService::open(&manifest.host.updates, &opts.data_dir)?.map(Arc::new);
         let linker = plugin_linker(&engine)?;
         let listen = opts.http_listen.unwrap_or(manifest.host.http_listen);
         let mut empty = Manifest::parse("", "start").expect("the empty manifest is valid");
@@ -343,6 +362,8 @@ impl Appliance {
             bus: Bus::new(MAX_BUS_PAYLOAD),
             kv,
             keys,
+            updates,
+            image_errors: Mutex::default(),
             certs: Mutex::new(None),
             linker,
             opts,
@@ -378,6 +399,41 @@ impl Appliance {
             appliance.shutdown.subscribe(),
         ));
         lock(&appliance.tasks).push(server);
+        if appliance
+            .updates
+            .as_ref()
+            .is_some_and(|u| !u.status().windows.is_empty())
+        {
+            // Applies verified updates that wait for a maintenance window once it opens.
+            let weak = Arc::downgrade(&appliance);
+            let mut stop = appliance.shutdown.subscribe();
+            let windows = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    let Some(app) = weak.upgrade() else { return };
+                    let due = app
+                        .updates
+                        .as_ref()
+                        .is_some_and(|u| u.has_pending() && u.window_open());
+                    if due {
+                        tracing::info!("maintenance window open: applying staged updates");
+                        let manifest = (*app.manifest()).clone();
+                        let text = app.manifest_text();
+                        let opts = ApplyOptions {
+                            now: true,
+                            ..ApplyOptions::default()
+                        };
+                        if let Err(e) = app.apply_with(manifest, text, opts).await {
+                            tracing::error!(error = %e, "applying staged updates failed");
+                        }
+                    }
+                }
+            });
+            lock(&appliance.tasks).push(windows);
+        }
         if appliance.keys.is_some() {
             let weak = Arc::downgrade(&appliance);
             let mut stop = appliance.shutdown.subscribe();
@@ -432,6 +488,11 @@ impl Appliance {
         manifest: &Manifest,
         spec: &PluginSpec,
     ) -> Result<(PathBuf, Vec<u8>), RuntimeError> {
+        if spec.image.is_some()
+            && let Some(e) = lock(&self.image_errors).get(&spec.name)
+        {
+            return Err(RuntimeError::plugin(&spec.name, e));
+        }
         let path = manifest
             .resolve_component(spec, &self.search_dirs())
             .ok_or_else(|| {
@@ -524,7 +585,21 @@ impl Appliance {
             )),
             Ok((_, plugin)) => {
                 let (policy, probe) = Self::slot_policy(spec);
-                Runner::Slot(Arc::new(PluginSlot::new(plugin, policy, probe)))
+                let slot = Arc::new(PluginSlot::new(plugin, policy, probe));
+                if let Some(updates) = &self.updates {
+                    let updates = updates.clone();
+                    slot.set_hook(Arc::new(move |_, event| match event {
+                        SlotEvent::Swapped { to, .. } => updates.record_applied(to),
+                        SlotEvent::RolledBack { from, reason, .. }
+                        | SlotEvent::CanaryAborted {
+                            candidate: from,
+                            reason,
+                            ..
+                        } => updates.record_rolled_back(from, reason),
+                        _ => {}
+                    }));
+                }
+                Runner::Slot(slot)
             }
         };
         let deployment = Deployment::new(spec.clone(), digest, runner);
@@ -556,7 +631,10 @@ impl Appliance {
             }
         };
         note(old.kind != new.kind, "kind");
-        note(code_changed || old.component != new.component, "code");
+        note(
+            code_changed || old.component != new.component || old.image != new.image,
+            "code",
+        );
         note(old.version != new.version, "version");
         note(old.config != new.config, "config");
         note(old.grants != new.grants, "grants");
@@ -566,7 +644,6 @@ impl Appliance {
         note(old.rollback != new.rollback, "rollback");
         note(old.restart != new.restart, "restart");
         note(old.args != new.args, "args");
-        note(old.image != new.image, "image");
         note(old.canary != new.canary, "canary");
         fields
     }
@@ -583,7 +660,26 @@ impl Appliance {
         text: Option<String>,
         dry_run: bool,
     ) -> Result<ApplyReport, RuntimeError> {
+        let opts = ApplyOptions {
+            dry_run,
+            ..ApplyOptions::default()
+        };
+        self.apply_with(manifest, text, opts).await
+    }
+
+    /// [`Appliance::apply`] with every option: `now` applies code updates of `image` plugins
+    /// outside the maintenance windows; `force_rollback` accepts a signed version older than
+    /// the newest one this host accepted.
+    pub async fn apply_with(
+        self: &Arc<Self>,
+        mut manifest: Manifest,
+        text: Option<String>,
+        opts: ApplyOptions,
+    ) -> Result<ApplyReport, RuntimeError> {
+        let dry_run = opts.dry_run;
         let _guard = self.apply_lock.lock().await;
+        self.resolve_images(&mut manifest, opts.force_rollback)
+            .await;
         let current = self.desired.load_full();
         let mut report = ApplyReport {
             dry_run,
@@ -715,7 +811,41 @@ impl Appliance {
             }
         }
 
+        let window_open = self.updates.as_ref().is_none_or(|u| u.window_open());
         for step in steps {
+            // A new version of an `image` plugin's code waits for the maintenance window.
+            let deferred = match &step {
+                Step::Update(old, spec, fields) | Step::Replace(old, spec, fields)
+                    if spec.image.is_some()
+                        && fields.iter().any(|f| f == "code")
+                        && !window_open
+                        && !opts.now
+                        && !matches!(old.runner, Runner::Failed(_))
+                        && !lock(&self.image_errors).contains_key(&spec.name) =>
+                {
+                    Some((spec.clone(), fields.clone()))
+                }
+                _ => None,
+            };
+            if let (Some((spec, fields)), Some(updates)) = (deferred, &self.updates) {
+                updates.defer(PendingUpdate {
+                    plugin: spec.name.clone(),
+                    image: spec.image.clone().unwrap_or_default(),
+                    version: spec.version.clone(),
+                    staged_at: updates.now(),
+                });
+                report
+                    .plugins
+                    .push(change(&spec.name, "deferred", fields, None));
+                continue;
+            }
+            if let Some(updates) = &self.updates {
+                let name = match &step {
+                    Step::Add(s) | Step::Update(_, s, _) | Step::Replace(_, s, _) => &s.name,
+                    Step::Remove(d) => &d.spec.name,
+                };
+                updates.clear_pending(name);
+            }
             let record = match step {
                 Step::Add(spec) => {
                     let d = Arc::new(self.deploy(&manifest, &spec));
@@ -723,6 +853,14 @@ impl Appliance {
                         Runner::Failed(e) => Some(e.clone()),
                         _ => None,
                     };
+                    if let (None, Some(updates), true, Some(digest)) = (
+                        &error,
+                        &self.updates,
+                        spec.image.is_some(),
+                        d.desired_digest.as_deref(),
+                    ) {
+                        updates.record_applied(digest);
+                    }
                     self.write().insert(spec.name.clone(), d);
                     change(&spec.name, "add", vec![], Some(error))
                 }
@@ -947,7 +1085,16 @@ impl Appliance {
     /// Status of plugin `name`.
     pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
         let d = self.read().get(name)?.clone();
-        Some(Self::status_of(&d))
+        Some(self.full_status(&d))
+    }
+
+    fn full_status(&self, d: &Deployment) -> PluginStatus {
+        let mut status = Self::status_of(d);
+        status.pending_update = self.updates.as_ref().and_then(|u| u.pending(&d.spec.name));
+        if status.pending_update.is_some() && status.state == "running" {
+            status.state = "pending-update".into();
+        }
+        status
     }
 
     fn status_of(d: &Deployment) -> PluginStatus {
@@ -978,6 +1125,7 @@ impl Appliance {
             events: Vec::new(),
             inference: None,
             canary: None,
+            pending_update: None,
         };
         match &d.runner {
             Runner::Slot(slot) => {
@@ -1036,7 +1184,7 @@ impl Appliance {
     /// Per-plugin status, sorted by name.
     pub fn status(&self) -> Vec<PluginStatus> {
         let deployments: Vec<_> = self.read().values().cloned().collect();
-        deployments.iter().map(|d| Self::status_of(d)).collect()
+        deployments.iter().map(|d| self.full_status(d)).collect()
     }
 
     /// Hands the appliance the certificate manager of its TLS endpoints (the API does this).
@@ -1054,6 +1202,62 @@ impl Appliance {
         lock(&self.certs)
             .as_ref()
             .and_then(|c| c.http01_challenges().response(path))
+    }
+
+    /// Fetches and verifies the artifacts of `image` plugins (or finds them in the cache) and
+    /// points their specs at the verified files; a refusal is kept as that plugin's error.
+    async fn resolve_images(&self, manifest: &mut Manifest, force_rollback: bool) {
+        let mut errors = BTreeMap::new();
+        // The local cache of verified artifacts serves a restart (the first apply) and an image
+        // that already runs; any other image is pulled and checked again (signature, expiry,
+        // anti-rollback) before it is used.
+        let startup = self.applies.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        let running: BTreeMap<String, Option<String>> = self
+            .read()
+            .iter()
+            .map(|(n, d)| (n.clone(), d.spec.image.clone()))
+            .collect();
+        for (name, spec) in manifest.plugins.iter_mut() {
+            let Some(image) = spec.image.clone() else {
+                continue;
+            };
+            let Some(updates) = &self.updates else {
+                errors.insert(
+                    name.clone(),
+                    format!("`{image}` cannot be verified: no trusted publishers (host.updates.publishers)"),
+                );
+                continue;
+            };
+            let cached_ok = startup
+                || running
+                    .get(name)
+                    .is_some_and(|i| i.as_ref() == Some(&image));
+            match updates
+                .resolve(name, &image, force_rollback, cached_ok)
+                .await
+            {
+                Ok((path, record)) => {
+                    spec.component = path;
+                    if spec.version.is_none() {
+                        spec.version = Some(record.version);
+                    }
+                }
+                Err(e) => {
+                    errors.insert(name.clone(), e);
+                }
+            }
+        }
+        *lock(&self.image_errors) = errors;
+    }
+
+    /// Update control's state (`None` when no publisher is trusted).
+    pub fn update_status(&self) -> Option<UpdateStatus> {
+        self.updates.as_ref().map(|u| u.status())
+    }
+
+    /// The update service (clock for maintenance windows, audit log).
+    pub fn updates(&self) -> Option<&Arc<UpdateService>> {
+        self.updates.as_ref()
     }
 
     /// The encryption key service's state (`None` when encryption at rest is off).

@@ -24,10 +24,11 @@ pub mod plugin;
 pub mod routing;
 pub mod slot;
 pub mod state;
+pub mod updates;
 
 pub use appliance::{
-    Appliance, ApplianceOptions, ApplyReport, MetricsSnapshot, ModelOverlap, PluginChange,
-    PluginStatus, VersionInfo,
+    Appliance, ApplianceOptions, ApplyOptions, ApplyReport, MetricsSnapshot, ModelOverlap,
+    PluginChange, PluginStatus, VersionInfo,
 };
 pub use cache::{CacheOutcome, CompileCache};
 pub use deployment::JobPhase;

@@ -180,6 +180,9 @@ pub struct UpdaterConfig {
     pub state_dir: PathBuf,
     /// Registry connection.
     pub registry: RegistryOptions,
+    /// Connection settings for particular registries (`host:port` as written in references),
+    /// instead of `registry`.
+    pub per_registry: std::collections::BTreeMap<String, RegistryOptions>,
     /// Largest component accepted.
     pub max_component_bytes: u64,
 }
@@ -195,6 +198,7 @@ impl UpdaterConfig {
             policy,
             state_dir: state_dir.into(),
             registry,
+            per_registry: Default::default(),
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
         }
     }
@@ -237,6 +241,7 @@ impl std::fmt::Debug for VerifiedArtifact {
 #[derive(Debug)]
 pub struct Updater {
     client: RegistryClient,
+    per_registry: std::collections::BTreeMap<String, RegistryClient>,
     policy: TrustPolicy,
     store: Mutex<VersionStore>,
     audit: AuditLog,
@@ -259,6 +264,11 @@ impl Updater {
             .map_err(|e| UpdateError::io(&config.state_dir, e))?;
         Ok(Self {
             client: RegistryClient::new(&config.registry)?,
+            per_registry: config
+                .per_registry
+                .iter()
+                .map(|(r, o)| Ok((r.clone(), RegistryClient::new(o)?)))
+                .collect::<Result<_>>()?,
             policy: config.policy,
             store: Mutex::new(VersionStore::open(
                 &config.state_dir.join(VERSION_STORE_FILE),
@@ -344,10 +354,14 @@ impl Updater {
     ) -> Result<VerifiedArtifact> {
         let (artifact, digest) = parse_pinned(reference)?;
         known.digest = Some(digest.clone());
-        let (manifest, _) = self.client.pull_manifest_pinned(&artifact, &digest).await?;
+        let client = self
+            .per_registry
+            .get(artifact.registry())
+            .unwrap_or(&self.client);
+        let (manifest, _) = client.pull_manifest_pinned(&artifact, &digest).await?;
         let layer = wasm_layer(&artifact, &manifest)?.clone();
 
-        let candidates = fetch_signatures(&self.client, &artifact, &digest)
+        let candidates = fetch_signatures(client, &artifact, &digest)
             .await?
             .ok_or_else(|| UpdateError::Unsigned {
                 reference: reference.to_owned(),
@@ -406,8 +420,7 @@ impl Updater {
 
         self.check_rollback(plugin_name, &release.version, &digest, force_rollback)?;
 
-        let bytes = self
-            .client
+        let bytes = client
             .pull_blob_verified(&artifact, &layer, self.max_component_bytes)
             .await?;
         if !bytes.starts_with(WASM_MAGIC) {
