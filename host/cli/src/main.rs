@@ -76,6 +76,19 @@ enum Command {
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Destroy the device's keys, then all of its data (device return). The host must be
+    /// stopped. Prints what was destroyed.
+    Wipe {
+        /// The host's data directory.
+        #[arg(long, default_value = "outpost-data")]
+        data_dir: PathBuf,
+        /// The manifest the host ran (for its key provider; default: device keys).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Confirm: nothing is wiped without it.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -292,6 +305,26 @@ async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
         Command::Token(cmd) => token(cmd),
         Command::Job(JobCommand::Run(args)) => job_run(args).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
+        Command::Wipe {
+            data_dir,
+            manifest,
+            yes,
+        } => {
+            if !yes {
+                anyhow::bail!(
+                    "wipe destroys the keys and every file in {}; run again with --yes",
+                    data_dir.display()
+                );
+            }
+            let settings = match manifest {
+                Some(m) => Manifest::load(&m)?.host.encryption,
+                None => Default::default(),
+            };
+            let report = outpost_runtime::keys::wipe(&settings, &data_dir)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("wipe: done");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin(PluginCommand::Keygen { dir }) => {
             let paths = outpost_update::generate_keypair(&dir)?;
             println!("private key: {}", paths.private_key.display());

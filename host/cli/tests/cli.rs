@@ -262,3 +262,58 @@ fn plugin_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_
     );
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
+
+#[test]
+fn wipe_destroys_the_keys_and_the_data_and_refuses_without_confirmation_or_while_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A device key and an encrypted store, as a host leaves them.
+    let keys = std::sync::Arc::new(
+        outpost_keys::DeviceKeyStore::open(data.join("keys"), "outpost-kek").unwrap(),
+    );
+    let provider: outpost_services::SharedProvider = keys.clone();
+    let kv = outpost_services::KvStore::open_encrypted(&data.join("kv.redb"), provider).unwrap();
+    kv.namespace("n", 1024).set("k", b"state").unwrap();
+    std::fs::create_dir_all(data.join("spool")).unwrap();
+    std::fs::write(data.join("spool/mqtt.redb"), b"queued").unwrap();
+
+    // In use: refused, nothing touched.
+    let out = outpost()
+        .args(["wipe", "--yes", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    assert!(data.join("kv.redb").exists());
+    drop(kv);
+
+    let out = outpost()
+        .args(["wipe", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no wipe without --yes");
+    assert!(data.join("keys").read_dir().unwrap().count() > 0);
+
+    let out = outpost()
+        .args(["wipe", "--yes", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("wipe: done"), "{text}");
+    assert!(
+        text.contains("outpost-kek"),
+        "the destroyed key files are listed: {text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "data left behind"
+    );
+}

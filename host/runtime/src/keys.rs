@@ -184,3 +184,124 @@ impl KeyService {
         }
     }
 }
+
+/// What a wipe destroyed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WipeReport {
+    /// Device key files overwritten with zeros and deleted.
+    pub keys_destroyed: Vec<PathBuf>,
+    /// Files removed from the data directory (after the keys: stores, spools, caches,
+    /// certificates, tokens, artifacts).
+    pub files_removed: u64,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// What was left alone, and why (a customer's key stays in the customer's HSM).
+    pub notes: Vec<String>,
+    /// Always true when returned: the wipe finished.
+    pub done: bool,
+}
+
+fn shred(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let len = std::fs::metadata(path)?.len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let zeros = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    std::fs::remove_file(path)
+}
+
+fn remove_tree(dir: &Path, report: &mut WipeReport) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            remove_tree(&path, report)?;
+            std::fs::remove_dir(&path)?;
+        } else {
+            report.files_removed += 1;
+            report.bytes_removed += meta.len();
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Destroys the device's keys and then everything in `data_dir` (device return). The host must
+/// not be running: a data directory whose kv store is open elsewhere is refused, untouched.
+/// Keys go first, so an interrupted wipe still leaves only unreadable ciphertext.
+pub fn wipe(settings: &EncryptionSettings, data_dir: &Path) -> Result<WipeReport, RuntimeError> {
+    let kv = data_dir.join("kv.redb");
+    if kv.exists() {
+        // redb holds an exclusive lock while a host has the store open.
+        outpost_services::KvStore::open_raw_check(&kv).map_err(|e| {
+            RuntimeError::Service(format!(
+                "{} is in use (is the host running? stop it first): {e}",
+                kv.display()
+            ))
+        })?;
+    }
+    let mut report = WipeReport {
+        keys_destroyed: Vec::new(),
+        files_removed: 0,
+        bytes_removed: 0,
+        notes: Vec::new(),
+        done: false,
+    };
+    let keys = data_dir.join(DEVICE_KEY_DIR);
+    if keys.is_dir() {
+        for entry in std::fs::read_dir(&keys).map_err(|e| RuntimeError::io(&keys, e))? {
+            let path = entry.map_err(|e| RuntimeError::io(&keys, e))?.path();
+            if path.is_file() {
+                shred(&path).map_err(|e| RuntimeError::io(&path, e))?;
+                report.keys_destroyed.push(path);
+            }
+        }
+    }
+    if let KeyProviderSpec::Pkcs11 { token, .. } = &settings.provider {
+        report.notes.push(format!(
+            "the customer-managed key `{}` stays in HSM token `{token}`; the data it protected is deleted",
+            settings.key
+        ));
+    }
+    // TLS private keys are overwritten too, not only unlinked.
+    let tls = data_dir.join("tls");
+    if tls.is_dir() {
+        shred_keys(&tls, &mut report);
+    }
+    if data_dir.is_dir() {
+        remove_tree(data_dir, &mut report).map_err(|e| RuntimeError::io(data_dir, e))?;
+    }
+    report.keys_destroyed.sort();
+    report.done = true;
+    tracing::warn!(
+        keys = report.keys_destroyed.len(),
+        files = report.files_removed,
+        "device wiped"
+    );
+    Ok(report)
+}
+
+fn shred_keys(dir: &Path, report: &mut WipeReport) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            shred_keys(&path, report);
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains("key"))
+            && shred(&path).is_ok()
+        {
+            report.keys_destroyed.push(path);
+        }
+    }
+}

@@ -90,6 +90,13 @@ impl KvStore {
         Self::init(db, Some(provider))
     }
 
+    /// Opens the file just long enough to see that no other process holds it (a wipe's check).
+    pub fn open_raw_check(path: &Path) -> Result<(), KvError> {
+        Database::open(path)
+            .map(drop)
+            .map_err(|e| KvError::Io(format!("opening {}: {e}", path.display())))
+    }
+
     /// A store that lives in memory only (tests, `--ephemeral`).
     pub fn in_memory() -> Result<KvStore, KvError> {
         let db = Database::builder()

@@ -1,0 +1,202 @@
+//! Round trips against a real Azurite (the Azure Blob emulator), started by the tests.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Azurite, azure_spec, data, fast_options, sha256_hex};
+use outpost_storage::{FileState, Share, SharePath};
+
+fn p(s: &str) -> SharePath {
+    SharePath::new(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_round_trip_through_azure_blob_with_equal_digests() {
+    let azurite = Azurite::start_in_memory();
+    azurite.create_container("edge");
+    let root = tempfile::tempdir().unwrap();
+    let share = Share::open(
+        azure_spec("cams", root.path(), azurite.port, "edge", "site-1"),
+        fast_options(8 * 1024 * 1024),
+    )
+    .await
+    .unwrap();
+
+    let small = data(1, 300_000);
+    let large = data(2, 40 * 1024 * 1024);
+    share
+        .write(&p("small.bin"), Bytes::from(small.clone()))
+        .await
+        .unwrap();
+    share
+        .write(&p("clips/large.bin"), Bytes::from(large.clone()))
+        .await
+        .unwrap();
+    share.write(&p("empty"), Bytes::new()).await.unwrap();
+
+    let report = share.sync_once().await.unwrap();
+    assert_eq!(report.uploaded, 3, "{report:?}");
+    let stats = share.stats().unwrap();
+    assert_eq!(stats.parts_sent, 5, "40 MiB in 8 MiB parts is five parts");
+    assert_eq!(stats.files_synced, 3);
+    let e = share.entry(&p("clips/large.bin")).unwrap().unwrap();
+    assert_eq!(e.sha256.as_deref(), Some(sha256_hex(&large).as_str()));
+    assert!(share.uploads_in_progress().unwrap().is_empty());
+
+    share.evict(&p("small.bin")).await.unwrap();
+    share.evict(&p("clips/large.bin")).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(root.path().join("clips/large.bin"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        share.stats().unwrap().bytes_evicted,
+        (small.len() + large.len()) as u64
+    );
+
+    // A range of a large evicted file comes by ranged GET and leaves it evicted.
+    let range = share
+        .read_range(&p("clips/large.bin"), 9_000_000..9_100_000)
+        .await
+        .unwrap();
+    assert_eq!(&range[..], &large[9_000_000..9_100_000]);
+    assert_eq!(
+        share.entry(&p("clips/large.bin")).unwrap().unwrap().state,
+        FileState::Evicted
+    );
+    assert_eq!(share.stats().unwrap().range_downloads, 1);
+
+    // Whole recalls are verified against the journal's digest.
+    assert_eq!(
+        sha256_hex(&share.read(&p("small.bin")).await.unwrap()),
+        sha256_hex(&small)
+    );
+    assert_eq!(
+        sha256_hex(&share.read(&p("clips/large.bin")).await.unwrap()),
+        sha256_hex(&large)
+    );
+    assert_eq!(
+        share.entry(&p("clips/large.bin")).unwrap().unwrap().state,
+        FileState::Synced
+    );
+
+    // Another appliance (another root) sees the objects after a refresh, as stubs.
+    let root2 = tempfile::tempdir().unwrap();
+    let other = Share::open(
+        azure_spec("cams", root2.path(), azurite.port, "edge", "site-1"),
+        fast_options(8 * 1024 * 1024),
+    )
+    .await
+    .unwrap();
+    let refresh = other.refresh().await.unwrap();
+    assert_eq!(refresh.added, 3, "{refresh:?}");
+    let stub = other.entry(&p("small.bin")).unwrap().unwrap();
+    assert_eq!(stub.state, FileState::Evicted);
+    assert_eq!(
+        stub.sha256.as_deref(),
+        Some(sha256_hex(&small).as_str()),
+        "single-PUT objects carry their digest as metadata"
+    );
+    assert_eq!(
+        std::fs::metadata(root2.path().join("small.bin"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        sha256_hex(&other.read(&p("small.bin")).await.unwrap()),
+        sha256_hex(&small)
+    );
+    assert_eq!(
+        sha256_hex(&other.read(&p("clips/large.bin")).await.unwrap()),
+        sha256_hex(&large)
+    );
+    assert_eq!(other.read(&p("empty")).await.unwrap().len(), 0);
+    assert_eq!(
+        other.refresh().await.unwrap().added,
+        0,
+        "nothing new the second time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_resume_after_azurite_is_stopped_mid_upload_and_restarted() {
+    let mut azurite = Azurite::start();
+    azurite.create_container("resume");
+    let root = tempfile::tempdir().unwrap();
+    let mut opts = fast_options(1024 * 1024);
+    // Slow enough (40 Mbps) that the store goes away in the middle of the upload.
+    opts.throttle = Some(std::sync::Arc::new(
+        outpost_storage::Throttle::new(outpost_storage::BandwidthSchedule::fixed(Some(40)))
+            .unwrap(),
+    ));
+    let share = Share::open(
+        azure_spec("resume", root.path(), azurite.port, "resume", ""),
+        opts,
+    )
+    .await
+    .unwrap();
+    let files: Vec<(SharePath, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                p(&format!("f{i}.bin")),
+                data(10 + i, 6 * 1024 * 1024 + 1234),
+            )
+        })
+        .collect();
+    for (path, content) in &files {
+        share
+            .write(path, Bytes::from(content.clone()))
+            .await
+            .unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = {
+        let share = share.clone();
+        tokio::spawn(async move { share.run(stop_rx).await })
+    };
+    // Let some parts complete, then take the store away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while share.stats().unwrap().parts_sent < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress before the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    azurite.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = share.stats().unwrap();
+    assert!(
+        during.files_synced < 3,
+        "the outage came too late: {during:?}"
+    );
+    azurite.restart();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = share.stats().unwrap();
+        if s.files_synced == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uploads did not resume: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    runner.await.unwrap();
+
+    for (path, content) in &files {
+        share.evict(path).await.unwrap();
+        let back = share.read(path).await.unwrap();
+        assert_eq!(sha256_hex(&back), sha256_hex(content), "{path}");
+    }
+    assert!(share.uploads_in_progress().unwrap().is_empty());
+    common::assert_no_completed_part_resent(&share.part_log().unwrap());
+}
