@@ -31,6 +31,9 @@ need pebble pebble "ACME server for the certificate tests"
 need openssl openssl "independent PKCS#12 producer and signature checker"
 need docker-registry docker-registry "OCI registry for the update-control tests"
 need htpasswd apache2-utils "bcrypt htpasswd entries for the authenticated registry"
+need node nodejs "runs Azurite, the Azure Blob emulator of the storage tests"
+need npm npm "installs Azurite (scripts/azurite.sh, into target/azurite)"
+scripts/azurite.sh >/dev/null   # once, before tests that start it run in parallel
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
@@ -60,7 +63,7 @@ scripts/fuzz.sh 30 2>&1 | grep -E '^(==>|Done|#[0-9]+ *DONE|INFO: fuzzing)|crash
 if find nfv/fuzz/artifacts -type f 2>/dev/null | grep -q .; then echo "fuzzing found crashes: nfv/fuzz/artifacts"; exit 1; fi
 
 say "benchmarks (quick mode: they must run, figures are not asserted)"
-for bench in runtime operations; do
+for bench in runtime operations update; do
   cargo bench -p outpost-runtime --bench "$bench" --locked -- --quick --noplot > "target/bench-$bench.log" 2>&1 || {
     tail -50 "target/bench-$bench.log"; exit 1; }
   sed -n '/^ratios/,$p' "target/bench-$bench.log"
@@ -77,6 +80,9 @@ sed -n '/^ratios/,$p' target/bench-ports.log
 cargo bench -p outpost-keys --bench stream --locked -- --quick --noplot > target/bench-keys.log 2>&1 || {
   tail -50 target/bench-keys.log; exit 1; }
 grep -iE 'ratio|MB/s' target/bench-keys.log | tail -5 || true
+cargo bench -p outpost-update --bench fetch --locked -- --quick --noplot > target/bench-fetch.log 2>&1 || {
+  tail -50 target/bench-fetch.log; exit 1; }
+grep -iE 'ratio' target/bench-fetch.log | tail -3 || true
 
 # One closing line with the totals of every test binary and doc-test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

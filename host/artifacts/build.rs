@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("NN_RUNNER", "nn-runner", "nn_runner.wasm"),
     ("UPF", "upf", "upf.wasm"),
     ("NF_PATCH", "nf-patch", "nf_patch.wasm"),
+    ("TIERING_DEFAULT", "tiering-default", "tiering_default.wasm"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
