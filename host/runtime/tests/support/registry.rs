@@ -81,4 +81,3 @@ pub fn release_bytes(dir: &Path, tag: &str) -> PathBuf {
     std::fs::write(&path, wasm).unwrap();
     path
 }
-
