@@ -49,6 +49,8 @@ pub struct Manifest {
     pub ports: BTreeMap<String, PortSpec>,
     /// Host-owned tables by name (`[tables.NAME]`), for network functions.
     pub tables: BTreeMap<String, TableSpec>,
+    /// Shares by name (`[shares.NAME]`): edge-local or cloud-tiered directories.
+    pub shares: BTreeMap<String, ShareSettings>,
     /// Directory that relative paths in the manifest are resolved against.
     pub base_dir: PathBuf,
 }
@@ -74,6 +76,48 @@ pub struct HostSettings {
     pub tls: TlsSettings,
     /// Update control for plugins distributed as signed OCI artifacts (`[host.updates]`).
     pub updates: UpdateSettings,
+}
+
+/// A share (`[shares.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareSettings {
+    /// Share name.
+    pub name: String,
+    /// Its local directory.
+    pub path: PathBuf,
+    /// Whether its data may leave the device.
+    pub kind: ShareKind,
+    /// Object store URL of a cloud-tiered share.
+    pub target: Option<String>,
+    /// `object_store` options of the target (account, endpoint, ...).
+    pub target_options: BTreeMap<String, String>,
+    /// Bytes the share may hold locally.
+    pub quota_bytes: u64,
+    /// The tiering-policy plugin deciding what to evict.
+    pub policy: Option<String>,
+    /// Seconds between policy evaluations (a sixth of it in low-space mode).
+    pub evaluate_s: u64,
+    /// Upload bandwidth schedule.
+    pub bandwidth: BandwidthSettings,
+}
+
+/// Edge-local or cloud-tiered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShareKind {
+    /// Data never leaves the device.
+    EdgeLocal,
+    /// Data is uploaded; cold files may be evicted and recalled.
+    CloudTiered,
+}
+
+/// An upload bandwidth schedule: windows (first match wins) with a rate, else the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BandwidthSettings {
+    /// Mbit/s outside every window (`None`: unlimited).
+    pub default_mbps: Option<u32>,
+    /// Windows (UTC) and their rate (`None`: unlimited).
+    pub windows: Vec<(TimeWindow, Option<u32>)>,
 }
 
 /// Update control (`[host.updates]`): who may sign which plugins, when code updates may be
@@ -844,6 +888,9 @@ impl Manifest {
         }
         for a in self.host.updates.registry_auth.values_mut() {
             join(&mut a.password_file);
+        }
+        for share in self.shares.values_mut() {
+            join(&mut share.path);
         }
         if let Some(f) = &mut self.host.tls.ca_bundle {
             join(f);

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    AcmeSettings, CanarySpec, EncryptionSettings, KeyProviderSpec, PublisherSettings,
-    RegistryAuthSettings, TimeWindow, TlsSettings, UpdateSettings, Weekday,
+    AcmeSettings, BandwidthSettings, CanarySpec, EncryptionSettings, KeyProviderSpec,
+    PublisherSettings, RegistryAuthSettings, ShareKind, ShareSettings, TimeWindow, TlsSettings,
+    UpdateSettings, Weekday,
 };
 use crate::{
     ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
@@ -38,6 +39,40 @@ struct RawManifest {
     ports: BTreeMap<Spanned<String>, Spanned<RawPort>>,
     #[serde(default)]
     tables: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+    #[serde(default)]
+    shares: BTreeMap<Spanned<String>, Spanned<RawShare>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShare {
+    path: PathBuf,
+    kind: Spanned<String>,
+    target: Option<Spanned<String>>,
+    #[serde(default)]
+    target_options: BTreeMap<String, String>,
+    quota_mb: Option<Spanned<u64>>,
+    policy: Option<Spanned<String>>,
+    evaluate_s: Option<Spanned<u64>>,
+    bandwidth: Option<Spanned<RawBandwidth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBandwidth {
+    default_mbps: Option<u32>,
+    #[serde(default)]
+    windows: Vec<Spanned<RawRateWindow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateWindow {
+    #[serde(default)]
+    days: Vec<String>,
+    start: String,
+    stop: String,
+    mbps: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -485,6 +520,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     let models = check_models(&c, raw.models)?;
     let ports = check_ports(&c, raw.ports)?;
     let tables = check_tables(&c, raw.tables)?;
+    let raw_shares = raw.shares;
 
     let mut plugins = BTreeMap::new();
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
@@ -573,6 +609,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         });
     }
 
+    let shares = check_shares(&c, raw_shares, &plugins)?;
     Ok(Manifest {
         host,
         plugins,
@@ -582,6 +619,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         models,
         ports,
         tables,
+        shares,
         base_dir: PathBuf::from("."),
     })
 }
@@ -823,6 +861,146 @@ fn check_tls(c: &Checker<'_>, raw: Option<Spanned<RawTls>>) -> Result<TlsSetting
         alert_days,
         acme,
     })
+}
+
+fn check_shares(
+    c: &Checker<'_>,
+    raw: BTreeMap<Spanned<String>, Spanned<RawShare>>,
+    plugins: &BTreeMap<String, PluginSpec>,
+) -> Result<BTreeMap<String, ShareSettings>, ManifestError> {
+    let mut shares = BTreeMap::new();
+    for (name, share) in raw {
+        let n = name.get_ref().clone();
+        let valid = !n.is_empty()
+            && n.len() <= 63
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return c.err(
+                name.span(),
+                format!("shares.{n}: a share name is 1 to 63 lowercase letters, digits or `-`"),
+            );
+        }
+        let span = share.span();
+        let share = share.into_inner();
+        let kind = match share.kind.get_ref().as_str() {
+            "edge-local" => ShareKind::EdgeLocal,
+            "cloud-tiered" => ShareKind::CloudTiered,
+            other => {
+                return c.err(
+                    share.kind.span(),
+                    format!("shares.{n}.kind: `{other}` is not `edge-local` or `cloud-tiered`"),
+                );
+            }
+        };
+        let target = match (kind, share.target) {
+            (ShareKind::EdgeLocal, Some(t)) => {
+                return c.err(
+                    t.span(),
+                    format!("shares.{n}.target: an edge-local share never leaves the device"),
+                );
+            }
+            (ShareKind::CloudTiered, None) => {
+                return c.err(span, format!("shares.{n}: a cloud-tiered share needs a target (file:///DIR, az://CONTAINER/PREFIX or s3://BUCKET/PREFIX)"));
+            }
+            (ShareKind::CloudTiered, Some(t)) => {
+                let ok = ["file://", "az://", "azure://", "s3://"]
+                    .iter()
+                    .any(|p| t.get_ref().starts_with(p));
+                if !ok {
+                    return c.err(
+                        t.span(),
+                        format!(
+                            "shares.{n}.target: `{}` is not a file://, az:// or s3:// URL",
+                            t.get_ref()
+                        ),
+                    );
+                }
+                Some(t.into_inner())
+            }
+            (ShareKind::EdgeLocal, None) => None,
+        };
+        let quota_bytes = match share.quota_mb {
+            Some(q) if *q.get_ref() == 0 => {
+                return c.err(q.span(), format!("shares.{n}.quota_mb: must be at least 1"));
+            }
+            Some(q) => q.get_ref().saturating_mul(1 << 20),
+            None => 1 << 30,
+        };
+        let policy = match share.policy {
+            None => None,
+            Some(p) => {
+                match plugins.get(p.get_ref()) {
+                    Some(spec) if spec.kind == PluginKind::TieringPolicy => Some(p.into_inner()),
+                    Some(spec) => {
+                        return c.err(p.span(), format!("shares.{n}.policy: plugin `{}` is a {} plugin, not a tiering-policy", p.get_ref(), spec.kind));
+                    }
+                    None => {
+                        return c.err(
+                            p.span(),
+                            format!(
+                                "shares.{n}.policy: no plugin `{}` in this manifest",
+                                p.get_ref()
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        if policy.is_some() && kind == ShareKind::EdgeLocal {
+            return c.err(
+                span,
+                format!("shares.{n}.policy: an edge-local share has nothing to tier"),
+            );
+        }
+        let evaluate_s = match share.evaluate_s {
+            Some(e) if *e.get_ref() == 0 || *e.get_ref() > 86_400 => {
+                return c.err(
+                    e.span(),
+                    format!("shares.{n}.evaluate_s: 1 to 86400 seconds"),
+                );
+            }
+            Some(e) => e.into_inner(),
+            None => 60,
+        };
+        let mut bandwidth = BandwidthSettings::default();
+        if let Some(b) = share.bandwidth {
+            let b = b.into_inner();
+            bandwidth.default_mbps = b.default_mbps;
+            for w in b.windows {
+                let wspan = w.span();
+                let w = w.into_inner();
+                let window = check_window(
+                    c,
+                    &format!("shares.{n}.bandwidth.windows"),
+                    Spanned::new(
+                        wspan,
+                        RawWindow {
+                            days: w.days,
+                            start: w.start,
+                            stop: w.stop,
+                        },
+                    ),
+                )?;
+                bandwidth.windows.push((window, w.mbps));
+            }
+        }
+        shares.insert(
+            n.clone(),
+            ShareSettings {
+                name: n,
+                path: share.path,
+                kind,
+                target,
+                target_options: share.target_options,
+                quota_bytes,
+                policy,
+                evaluate_s,
+                bandwidth,
+            },
+        );
+    }
+    Ok(shares)
 }
 
 fn parse_hhmm(text: &str) -> Option<u16> {
@@ -2451,6 +2629,48 @@ limits = { batch = 32, tick_ms = 50 }
             err.message.contains("the repositories it may sign for"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn shares_name_a_kind_a_target_when_tiered_and_a_tiering_policy_plugin() {
+        let m = parse(
+            "[plugins.t]\nkind = \"tiering-policy\"\ncomponent = \"t.wasm\"\n[shares.cam]\npath = \"/srv/cam\"\nkind = \"cloud-tiered\"\ntarget = \"az://archive/site-42\"\nquota_mb = 10\npolicy = \"t\"\nbandwidth = { default_mbps = 20, windows = [{ start = \"08:00\", stop = \"18:00\", mbps = 5 }] }\n",
+        )
+        .unwrap();
+        let s = &m.shares["cam"];
+        assert_eq!(s.quota_bytes, 10 << 20);
+        assert_eq!(s.policy.as_deref(), Some("t"));
+        assert_eq!(s.bandwidth.default_mbps, Some(20));
+        assert_eq!(s.bandwidth.windows[0].1, Some(5));
+        for (text, why) in [
+            (
+                "[shares.a]\npath = \"/a\"\nkind = \"edge-local\"\ntarget = \"s3://b/p\"\n",
+                "never leaves the device",
+            ),
+            (
+                "[shares.a]\npath = \"/a\"\nkind = \"cloud-tiered\"\n",
+                "needs a target",
+            ),
+            (
+                "[shares.a]\npath = \"/a\"\nkind = \"cloud-tiered\"\ntarget = \"ftp://x\"\n",
+                "is not a file://",
+            ),
+            (
+                "[shares.a]\npath = \"/a\"\nkind = \"cloud-tiered\"\ntarget = \"s3://b/p\"\npolicy = \"nope\"\n",
+                "no plugin `nope`",
+            ),
+            (
+                "[plugins.p]\nkind = \"pipeline\"\ncomponent = \"p.wasm\"\n[shares.a]\npath = \"/a\"\nkind = \"cloud-tiered\"\ntarget = \"s3://b/p\"\npolicy = \"p\"\n",
+                "not a tiering-policy",
+            ),
+            (
+                "[shares.a]\npath = \"/a\"\nkind = \"tiered\"\n",
+                "is not `edge-local`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.message.contains(why), "{why}: {err}");
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ enum Handler {
     Keys,
     RotateKeys,
     Updates,
+    Shares,
 }
 
 /// One route of the API.
@@ -280,6 +281,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         produces: "application/json",
         consumes: None,
         handler: Handler::Updates,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/shares",
+        access: Some(Access::Read),
+        summary: "Every share: bytes and files local / unsynced / synced / evicted, upload queue and rate against the schedule, write throttling, the tiering policy's evaluations and refused actions",
+        responses: &[(200, "share list")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Shares,
     },
 ];
 
@@ -572,6 +583,7 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 "inference": app.inference_runtime(),
                 "encryption": app.key_status(),
                 "updates": app.update_status(),
+                "shares": app.shares(),
                 "certificates": app.certificates().map(|c| c.status()),
             }),
         ),
@@ -632,6 +644,7 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 Err(e) => error(StatusCode::BAD_GATEWAY, e),
             }
         }
+        Handler::Shares => json_response(StatusCode::OK, &app.shares()),
         Handler::Updates => match app.update_status() {
             Some(u) => json_response(StatusCode::OK, &u),
             None => error(

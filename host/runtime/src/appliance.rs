@@ -30,6 +30,7 @@ use crate::keys::{KeyService, KeyStatus};
 use crate::nf::{NfIo, NfPortStatus, NfRunner, NfStatsSnapshot};
 use crate::plugin::{Plugin, StatsSnapshot, plugin_linker};
 use crate::routing::{PipelineLookup, RouteStatus, Routing};
+use crate::shares::{RunningShare, ShareStatus};
 use crate::slot::{HealthProbe, PluginSlot, RollbackPolicy, SlotEvent};
 use crate::state::{PluginContext, StoreState};
 use crate::updates::{PendingUpdate, UpdateService, UpdateStatus};
@@ -204,6 +205,8 @@ pub struct MetricsSnapshot {
     pub keys: Option<KeyStatus>,
     /// The TLS endpoints' certificates and their expiry.
     pub certificates: Vec<outpost_security::CertStatus>,
+    /// Shares.
+    pub shares: Vec<ShareStatus>,
 }
 
 /// A running appliance.
@@ -218,6 +221,8 @@ pub struct Appliance {
     updates: Option<Arc<UpdateService>>,
     /// Why an `image` plugin's artifact could not be used, by plugin (filled by each apply).
     image_errors: Mutex<BTreeMap<String, String>>,
+    /// Shares (`[shares]`), opened when the host starts.
+    shares: Mutex<BTreeMap<String, Arc<RunningShare>>>,
     /// The TLS endpoints' certificates, once the management API has started with TLS.
     certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
@@ -364,6 +369,7 @@ impl Appliance {
             keys,
             updates,
             image_errors: Mutex::default(),
+            shares: Mutex::default(),
             certs: Mutex::new(None),
             linker,
             opts,
@@ -384,7 +390,24 @@ impl Appliance {
             started: Instant::now(),
         });
         let text = appliance.opts.manifest_text.clone();
+        let shares = manifest.shares.clone();
         appliance.apply(manifest, text, false).await?;
+        // Shares start after the first apply, so their policy plugins are running.
+        for (name, settings) in &shares {
+            let share = Arc::new(RunningShare::open(settings).await?);
+            let sync = tokio::spawn(share.clone().run_sync(appliance.shutdown.subscribe()));
+            let weak = Arc::downgrade(&appliance);
+            let policy = tokio::spawn(
+                share
+                    .clone()
+                    .run_policy(appliance.shutdown.subscribe(), move |plugin| {
+                        weak.upgrade().and_then(|a| a.slot(plugin))
+                    }),
+            );
+            lock(&appliance.tasks).extend([sync, policy]);
+            lock(&appliance.shares).insert(name.clone(), share);
+            tracing::info!(share = %name, kind = ?settings.kind, "share open");
+        }
 
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
             RuntimeError::Service(format!("cannot listen for http on {listen}: {e}"))
@@ -695,6 +718,11 @@ impl Appliance {
                 "host.http_listen changed to {}: takes effect when the host restarts",
                 manifest.host.http_listen
             ));
+        }
+        if manifest.shares != current.shares && self.http_addr().is_some() {
+            report
+                .warnings
+                .push("shares changed: takes effect when the host restarts".into());
         }
         if manifest.host.api != current.host.api && self.http_addr().is_some() {
             report
@@ -1250,6 +1278,17 @@ impl Appliance {
         *lock(&self.image_errors) = errors;
     }
 
+    /// Every share's state.
+    pub fn shares(&self) -> Vec<ShareStatus> {
+        let shares: Vec<_> = lock(&self.shares).values().cloned().collect();
+        shares.iter().map(|s| s.status()).collect()
+    }
+
+    /// A running share.
+    pub fn share(&self, name: &str) -> Option<Arc<RunningShare>> {
+        lock(&self.shares).get(name).cloned()
+    }
+
     /// Update control's state (`None` when no publisher is trusted).
     pub fn update_status(&self) -> Option<UpdateStatus> {
         self.updates.as_ref().map(|u| u.status())
@@ -1385,6 +1424,7 @@ impl Appliance {
             network_functions: self.network_functions(),
             tables: self.table_stats(),
             keys: self.key_status(),
+            shares: self.shares(),
             certificates: self.certificates().map(|c| c.status()).unwrap_or_default(),
         }
     }

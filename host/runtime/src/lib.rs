@@ -22,8 +22,10 @@ pub mod metrics;
 pub mod nf;
 pub mod plugin;
 pub mod routing;
+pub mod shares;
 pub mod slot;
 pub mod state;
+pub mod tiering;
 pub mod updates;
 
 pub use appliance::{

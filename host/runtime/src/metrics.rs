@@ -566,6 +566,101 @@ fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {
             t.insert_failures,
         );
     }
+    if !m.shares.is_empty() {
+        f.head(
+            "outpost_share_bytes",
+            "gauge",
+            "Bytes of a share by state: local (on the device), unsynced (not yet in the cloud), synced, evicted (only in the cloud).",
+        );
+        for sh in &m.shares {
+            if let Some(st) = &sh.stats {
+                for (state, v) in [
+                    ("local", st.bytes_local),
+                    ("unsynced", st.bytes_unsynced),
+                    ("synced", st.bytes_synced),
+                    ("evicted", st.bytes_evicted),
+                ] {
+                    f.sample(
+                        "outpost_share_bytes",
+                        &[("share", &sh.name), ("state", state)],
+                        v,
+                    );
+                }
+            }
+        }
+        f.head(
+            "outpost_share_upload_queue",
+            "gauge",
+            "Files waiting to be uploaded.",
+        );
+        for sh in &m.shares {
+            if let Some(st) = &sh.stats {
+                f.sample(
+                    "outpost_share_upload_queue",
+                    &[("share", &sh.name)],
+                    st.upload_queue_len,
+                );
+            }
+        }
+        f.head(
+            "outpost_share_upload_rate_bytes",
+            "gauge",
+            "Measured upload rate, bytes per second.",
+        );
+        for sh in &m.shares {
+            if let Some(st) = &sh.stats {
+                f.sample(
+                    "outpost_share_upload_rate_bytes",
+                    &[("share", &sh.name)],
+                    st.upload_rate_bytes_per_sec,
+                );
+            }
+        }
+        f.head(
+            "outpost_share_write_throttled",
+            "gauge",
+            "1 while writers are slowed because the share's quota is full of unsynced data.",
+        );
+        for sh in &m.shares {
+            if let Some(st) = &sh.stats {
+                f.sample(
+                    "outpost_share_write_throttled",
+                    &[("share", &sh.name)],
+                    u8::from(st.write_throttle_alert),
+                );
+            }
+        }
+        f.head(
+            "outpost_share_policy_actions_total",
+            "counter",
+            "Tiering policy actions the host applied, or refused under its safety rules.",
+        );
+        for sh in &m.shares {
+            let p = &sh.policy_stats;
+            f.sample(
+                "outpost_share_policy_actions_total",
+                &[("share", &sh.name), ("result", "applied")],
+                p.actions_applied,
+            );
+            f.sample(
+                "outpost_share_policy_actions_total",
+                &[("share", &sh.name), ("result", "refused")],
+                p.actions_refused,
+            );
+        }
+        f.head(
+            "outpost_share_policy_failures_total",
+            "counter",
+            "Tiering policy evaluations that failed (trap, deadline, nonsense output, policy missing).",
+        );
+        for sh in &m.shares {
+            f.sample(
+                "outpost_share_policy_failures_total",
+                &[("share", &sh.name)],
+                sh.policy_stats.failures,
+            );
+        }
+    }
     if let Some(k) = &m.keys {
         f.head(
             "outpost_encryption_key_available",

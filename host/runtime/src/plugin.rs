@@ -157,6 +157,7 @@ pub struct Plugin {
     pre: InstancePre<StoreState>,
     proxy: Option<ProxyPre<StoreState>>,
     handle: Option<ComponentExportIndex>,
+    decide: Option<ComponentExportIndex>,
     inspection: Inspection,
     cache: CacheOutcome,
     version: Option<String>,
@@ -235,6 +236,14 @@ impl Plugin {
             }
             _ => None,
         };
+        let decide = match spec.kind {
+            PluginKind::TieringPolicy => {
+                Some(component.get_export_index(None, "decide").ok_or_else(|| {
+                    RuntimeError::plugin(name, "tiering policy does not export `decide`")
+                })?)
+            }
+            _ => None,
+        };
         let proxy = match spec.kind {
             PluginKind::Http => Some(ProxyPre::new(pre.clone()).map_err(|e| {
                 RuntimeError::plugin(name, format!("not a wasi:http/proxy component: {e:#}"))
@@ -247,11 +256,16 @@ impl Plugin {
             pre,
             proxy,
             handle,
+            decide,
             inspection,
             cache: outcome,
             version: spec.version.clone(),
             stats: PluginStats::default(),
         })
+    }
+
+    pub(crate) fn decide_index(&self) -> Option<&ComponentExportIndex> {
+        self.decide.as_ref()
     }
 
     /// The plugin's name.
