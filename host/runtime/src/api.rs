@@ -51,6 +51,9 @@ enum Handler {
     RotateKeys,
     Updates,
     Shares,
+    PutFile,
+    GetFile,
+    ListFiles,
 }
 
 /// One route of the API.
@@ -292,6 +295,46 @@ pub const ENDPOINTS: &[Endpoint] = &[
         consumes: None,
         handler: Handler::Shares,
     },
+    Endpoint {
+        method: "PUT",
+        path: "/v1/shares/{share}/files/{path}",
+        access: Some(Access::Ingest),
+        summary: "Write a file into a share (like a Blob PUT): the body replaces the file; a full cloud-tiered cache slows the writer to the upload rate instead of failing",
+        responses: &[
+            (201, "written"),
+            (400, "an unsafe path (`..`, absolute, control characters)"),
+            (404, "no such share"),
+            (413, "larger than the upload limit"),
+            (507, "an edge-local share is full"),
+        ],
+        produces: "application/json",
+        consumes: Some("application/octet-stream"),
+        handler: Handler::PutFile,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/shares/{share}/files/{path}",
+        access: Some(Access::Read),
+        summary: "Read a file (like a Blob GET); an evicted file is recalled transparently. `Range: bytes=A-B` reads part of it (206)",
+        responses: &[
+            (200, "the file"),
+            (206, "the requested range"),
+            (404, "no such share or file"),
+        ],
+        produces: "application/octet-stream",
+        consumes: None,
+        handler: Handler::GetFile,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/shares/{share}/files",
+        access: Some(Access::Read),
+        summary: "List a share's files (like a Blob LIST): path, size, state, pinned, SHA-256; `prefix=` filters; `comp=list` answers Blob-style XML",
+        responses: &[(200, "file list"), (404, "no such share")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::ListFiles,
+    },
 ];
 
 /// Largest certificate upload.
@@ -305,7 +348,7 @@ fn match_path<'a>(template: &str, path: &'a str) -> Option<Vec<&'a str>> {
         let last = i + 1 == t.len();
         let (head, tail) = match rest.split_once('/') {
             // Only a trailing `{topic}` takes the rest of the path (topics have levels).
-            Some((h, tl)) if !(last && *seg == "{topic}") => (h, Some(tl)),
+            Some((h, tl)) if !(last && (*seg == "{topic}" || *seg == "{path}")) => (h, Some(tl)),
             _ => (rest, None),
         };
         if seg.starts_with('{') {
@@ -645,6 +688,9 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
             }
         }
         Handler::Shares => json_response(StatusCode::OK, &app.shares()),
+        Handler::PutFile => put_file(app, &params[0], &params[1], req).await,
+        Handler::GetFile => get_file(app, &params[0], &params[1], &req).await,
+        Handler::ListFiles => list_files(app, &params[0], &req),
         Handler::Updates => match app.update_status() {
             Some(u) => json_response(StatusCode::OK, &u),
             None => error(
@@ -672,6 +718,154 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
             }
         }
     }
+}
+
+/// Largest file accepted through the API in one request.
+const MAX_FILE_BYTES: usize = 256 << 20;
+
+fn share_path(share: &str, path: &str) -> Result<outpost_storage::SharePath, Box<Response<Body>>> {
+    let decoded = percent_decode_bytes(path);
+    outpost_storage::SharePath::from_bytes(&decoded).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("share `{share}`: {e}"),
+        ))
+    })
+}
+
+async fn put_file(
+    app: &Arc<Appliance>,
+    share: &str,
+    path: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(running) = app.share(share) else {
+        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    };
+    let path = match share_path(share, path) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let body = match read_body(req, MAX_FILE_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let size = body.len();
+    match running.share().write(&path, body).await {
+        Ok(()) => json_response(
+            StatusCode::CREATED,
+            &json!({ "share": share, "path": path.as_str(), "size": size }),
+        ),
+        Err(
+            e @ (outpost_storage::StorageError::QuotaExceeded { .. }
+            | outpost_storage::StorageError::QuotaTooSmall { .. }),
+        ) => error(StatusCode::INSUFFICIENT_STORAGE, e),
+        Err(e) if e.is_refusal() => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `bytes=A-B` (inclusive, as HTTP says) → `A..B+1`.
+fn parse_range(header: &str, size: u64) -> Option<std::ops::Range<u64>> {
+    let spec = header.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end = match b.trim() {
+        "" => size,
+        b => b.parse::<u64>().ok()?.saturating_add(1).min(size),
+    };
+    (start < end).then_some(start..end)
+}
+
+async fn get_file(
+    app: &Arc<Appliance>,
+    share: &str,
+    path: &str,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let Some(running) = app.share(share) else {
+        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    };
+    let path = match share_path(share, path) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let entry = match running.share().entry(&path) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no file `{}` in share `{share}`", path.as_str()),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let range = req
+        .headers()
+        .get(hyper::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| parse_range(h, entry.size));
+    let (status, result) = match range {
+        Some(None) => {
+            return error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("file is {} bytes", entry.size),
+            );
+        }
+        Some(Some(r)) => (
+            StatusCode::PARTIAL_CONTENT,
+            running.share().read_range(&path, r).await,
+        ),
+        None => (StatusCode::OK, running.share().read(&path).await),
+    };
+    match result {
+        Ok(bytes) => respond(status, "application/octet-stream", bytes),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+fn list_files(app: &Arc<Appliance>, share: &str, req: &Request<Incoming>) -> Response<Body> {
+    let Some(running) = app.share(share) else {
+        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    };
+    let prefix = query_param(req, "prefix").unwrap_or_default();
+    let entries = match running.share().entries() {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let files: Vec<_> = entries
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&prefix))
+        .collect();
+    if query_param(req, "comp").as_deref() == Some("list") {
+        let mut xml =
+            String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs>");
+        for (p, e) in &files {
+            xml.push_str(&format!(
+                "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><AccessTier>{}</AccessTier></Properties></Blob>",
+                xml_escape(p),
+                e.size,
+                if e.state == outpost_storage::FileState::Evicted { "Cool" } else { "Hot" }
+            ));
+        }
+        xml.push_str("</Blobs><NextMarker/></EnumerationResults>");
+        return respond(StatusCode::OK, "application/xml", xml);
+    }
+    let list: Vec<_> = files
+        .iter()
+        .map(|(p, e)| {
+            json!({ "path": p, "size": e.size, "state": format!("{:?}", e.state).to_lowercase(),
+                    "pinned": e.pinned, "sha256": e.sha256 })
+        })
+        .collect();
+    json_response(StatusCode::OK, &list)
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn upload_certificate(app: &Arc<Appliance>, req: Request<Incoming>) -> Response<Body> {
@@ -780,6 +974,11 @@ impl HasUri for hyper::Uri {
 }
 
 fn percent_decode(text: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(text)).into_owned()
+}
+
+/// Percent-decoding that keeps the bytes (a path that is not UTF-8 is refused later, by name).
+fn percent_decode_bytes(text: &str) -> Vec<u8> {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
@@ -800,7 +999,7 @@ fn percent_decode(text: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {

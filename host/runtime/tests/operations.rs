@@ -148,14 +148,24 @@ async fn every_api_route_refuses_no_token_with_401_and_a_viewer_writing_with_403
             .await
             .unwrap();
         match access {
-            Access::Read => assert_eq!(by_viewer.status, 200, "viewer reads {path}"),
+            // Authorised: whatever the route answers (a route may have nothing to show, 404),
+            // it is not an authorisation refusal.
+            Access::Read => assert!(
+                ![401, 403].contains(&by_viewer.status),
+                "viewer reads {path}: {}",
+                by_viewer.status
+            ),
             Access::Write | Access::Ingest => {
                 assert_eq!(by_viewer.status, 403, "viewer may not {} {path}", ep.method)
             }
         }
         let by_ingest = ingest.request(method, &path, body).await.unwrap();
         match access {
-            Access::Ingest => assert_eq!(by_ingest.status, 202, "ingest token posts {path}"),
+            Access::Ingest => assert!(
+                ![401, 403].contains(&by_ingest.status),
+                "ingest token writes {path}: {}",
+                by_ingest.status
+            ),
             _ => assert_eq!(
                 by_ingest.status, 403,
                 "ingest token may not {} {path}",

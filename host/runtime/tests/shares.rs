@@ -103,3 +103,90 @@ evaluate_s = 1
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_in_and_out_of_a_share_through_the_api_and_unsafe_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(
+        &path,
+        "[shares.drop]\npath = \"drop\"\nkind = \"edge-local\"\nquota_mb = 1\n",
+    )
+    .unwrap();
+    let mut opts = ApplianceOptions::new(dir.path().join("data"));
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = Appliance::start(Manifest::load(&path).unwrap(), opts)
+        .await
+        .unwrap();
+    let api = outpost_runtime::api::start(app.clone(), "127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap();
+    let client = outpost_security::ApiClient::new(
+        &format!("https://{}", api.addr),
+        api.new_admin_token.clone(),
+        api.ca_pem.clone(),
+    )
+    .unwrap();
+    let body = content(1);
+    let resp = client
+        .put(
+            "/v1/shares/drop/files/line%201/frame.bin",
+            body.clone(),
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(
+        std::fs::read(dir.path().join("drop/line 1/frame.bin")).unwrap(),
+        body,
+        "the file is a plain file in the share's directory"
+    );
+    let back = client
+        .request(
+            http::Method::GET,
+            "/v1/shares/drop/files/line%201/frame.bin",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((back.status, back.body.to_vec()), (200, body.clone()));
+    let list: serde_json::Value = client
+        .get_json("/v1/shares/drop/files?prefix=line%201/")
+        .await
+        .unwrap();
+    assert_eq!(list[0]["path"], "line 1/frame.bin");
+    assert_eq!(list[0]["size"], body.len());
+    let xml = client
+        .request(http::Method::GET, "/v1/shares/drop/files?comp=list", None)
+        .await
+        .unwrap()
+        .text();
+    assert!(xml.contains("<Name>line 1/frame.bin</Name>"), "{xml}");
+    for bad in ["..%2F..%2Fetc%2Fpasswd", "%2Fabsolute", "a%00b", "%FF%FE"] {
+        let resp = client
+            .put(
+                &format!("/v1/shares/drop/files/{bad}"),
+                b"x".to_vec(),
+                "application/octet-stream",
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 400, "{bad}: {}", resp.text());
+    }
+    // A full edge-local share refuses, and keeps what it had.
+    let resp = client
+        .put(
+            "/v1/shares/drop/files/big.bin",
+            vec![7; 2 << 20],
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 507, "{}", resp.text());
+    assert_eq!(
+        std::fs::read(dir.path().join("drop/line 1/frame.bin")).unwrap(),
+        body
+    );
+    app.shutdown().await;
+}
