@@ -358,17 +358,7 @@ impl KeyProvider for DeviceKeyStore {
     }
 
     fn unwrap(&self, key_id: &str, wrapped: &WrappedKey) -> Result<DataKey, KeysError> {
-        if key_id != self.key_id {
-            return Err(KeysError::KeyIdMismatch {
-                expected: self.key_id.clone(),
-                found: key_id.to_owned(),
-            });
-        }
-        if wrapped.algorithm != WrapAlgorithm::Aes256KwPad {
-            return Err(KeysError::UnsupportedWrapForProvider {
-                algorithm: wrapped.algorithm,
-            });
-        }
+        crate::provider::check_unwrap_request(&self.key_id, key_id, wrapped)?;
         let kek = self.load(wrapped.version)?;
         let rejected = || KeysError::WrappedKeyRejected {
             key_id: key_id.to_owned(),

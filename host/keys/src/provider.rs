@@ -88,3 +88,24 @@ pub trait KeyProvider {
     /// expired version is an error naming the key and version.
     fn unwrap(&self, key_id: &str, wrapped: &WrappedKey) -> Result<DataKey, KeysError>;
 }
+
+/// What every provider checks before unwrapping: the key id is its own and the wrapping is the
+/// one it performs (AES-256 key wrap with padding).
+pub(crate) fn check_unwrap_request(
+    own_key_id: &str,
+    key_id: &str,
+    wrapped: &WrappedKey,
+) -> Result<(), KeysError> {
+    if key_id != own_key_id {
+        return Err(KeysError::KeyIdMismatch {
+            expected: own_key_id.to_owned(),
+            found: key_id.to_owned(),
+        });
+    }
+    if wrapped.algorithm != WrapAlgorithm::Aes256KwPad {
+        return Err(KeysError::UnsupportedWrapForProvider {
+            algorithm: wrapped.algorithm,
+        });
+    }
+    Ok(())
+}

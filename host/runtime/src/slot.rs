@@ -271,34 +271,10 @@ impl PluginSlot {
         percent: u8,
         calls: u32,
     ) -> Result<(), SlotError> {
+        self.admit(&candidate).await?;
         let digest = candidate.inspection().digest.clone();
-        if let Err(reason) = self.check_health(&candidate).await {
-            tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; no canary");
-            let mut v = self.versions();
-            self.record(
-                &mut v,
-                SlotEvent::Rejected {
-                    at: now_secs(),
-                    candidate: digest,
-                    reason: reason.clone(),
-                },
-            );
-            return Err(SlotError::Unhealthy {
-                plugin: self.name.clone(),
-                reason,
-            });
-        }
         let mut v = self.versions();
-        if let Some(old) = self.canary.swap(None) {
-            self.record(
-                &mut v,
-                SlotEvent::CanaryAborted {
-                    at: now_secs(),
-                    candidate: old.plugin.inspection().digest.clone(),
-                    reason: "replaced by a newer version".into(),
-                },
-            );
-        }
+        self.drop_canary(&mut v, "replaced by a newer version");
         tracing::info!(plugin = %self.name, candidate = %digest, percent, calls, "canary started");
         self.record(
             &mut v,
@@ -402,38 +378,49 @@ impl PluginSlot {
         }
     }
 
+    /// Runs the health probe on `candidate`; a failure is recorded as a rejection and returned.
+    async fn admit(&self, candidate: &Plugin) -> Result<(), SlotError> {
+        let Err(reason) = self.check_health(candidate).await else {
+            return Ok(());
+        };
+        let digest = candidate.inspection().digest.clone();
+        tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; it does not serve");
+        let mut v = self.versions();
+        self.record(
+            &mut v,
+            SlotEvent::Rejected {
+                at: now_secs(),
+                candidate: digest,
+                reason: reason.clone(),
+            },
+        );
+        Err(SlotError::Unhealthy {
+            plugin: self.name.clone(),
+            reason,
+        })
+    }
+
+    /// Ends a staged rollout in progress, if any, recording why. The caller holds the lock.
+    fn drop_canary(&self, v: &mut Versions, reason: &str) {
+        if let Some(c) = self.canary.swap(None) {
+            self.record(
+                v,
+                SlotEvent::CanaryAborted {
+                    at: now_secs(),
+                    candidate: c.plugin.inspection().digest.clone(),
+                    reason: reason.into(),
+                },
+            );
+        }
+    }
+
     /// Health-checks `candidate` while the active version keeps serving, then makes it active
     /// atomically; the replaced version is kept for rollback. A candidate that fails the check
     /// never serves.
     pub async fn swap(&self, candidate: Arc<Plugin>) -> Result<(), SlotError> {
-        let digest = candidate.inspection().digest.clone();
-        if let Err(reason) = self.check_health(&candidate).await {
-            tracing::warn!(plugin = %self.name, candidate = %digest, %reason, "new version failed its health check; not swapped");
-            let mut v = self.versions();
-            self.record(
-                &mut v,
-                SlotEvent::Rejected {
-                    at: now_secs(),
-                    candidate: digest,
-                    reason: reason.clone(),
-                },
-            );
-            return Err(SlotError::Unhealthy {
-                plugin: self.name.clone(),
-                reason,
-            });
-        }
+        self.admit(&candidate).await?;
         let mut v = self.versions();
-        if let Some(c) = self.canary.swap(None) {
-            self.record(
-                &mut v,
-                SlotEvent::CanaryAborted {
-                    at: now_secs(),
-                    candidate: c.plugin.inspection().digest.clone(),
-                    reason: "replaced by a direct swap".into(),
-                },
-            );
-        }
+        self.drop_canary(&mut v, "replaced by a direct swap");
         self.install(&mut v, candidate);
         Ok(())
     }
