@@ -394,7 +394,8 @@ impl Appliance {
         appliance.apply(manifest, text, false).await?;
         // Shares start after the first apply, so their policy plugins are running.
         for (name, settings) in &shares {
-            let share = Arc::new(RunningShare::open(settings).await?);
+            let encryption = appliance.keys.as_ref().map(|k| k.provider().clone());
+            let share = Arc::new(RunningShare::open(settings, encryption).await?);
             let sync = tokio::spawn(share.clone().run_sync(appliance.shutdown.subscribe()));
             let weak = Arc::downgrade(&appliance);
             let policy = tokio::spawn(

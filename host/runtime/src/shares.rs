@@ -102,7 +102,10 @@ fn schedule(settings: &ShareSettings) -> Result<BandwidthSchedule, RuntimeError>
 
 impl RunningShare {
     /// Opens the share (its journal reconciles with the directory).
-    pub async fn open(settings: &ShareSettings) -> Result<RunningShare, RuntimeError> {
+    pub async fn open(
+        settings: &ShareSettings,
+        encryption: Option<outpost_services::SharedProvider>,
+    ) -> Result<RunningShare, RuntimeError> {
         let err = |e: outpost_storage::StorageError| {
             RuntimeError::Service(format!("share `{}`: {e}", settings.name))
         };
@@ -120,6 +123,8 @@ impl RunningShare {
         };
         let opts = ShareOptions {
             throttle: Some(Arc::new(Throttle::new(schedule(settings)?).map_err(err)?)),
+            // Objects leave the device sealed under the host's KEK (client-side encryption).
+            encryption,
             ..ShareOptions::default()
         };
         let share = Share::open(spec, opts).await.map_err(err)?;

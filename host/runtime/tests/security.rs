@@ -68,6 +68,20 @@ impl Host {
     }
 }
 
+/// Waits until no task of a stopped host holds the kv store (API connections wind down after
+/// shutdown, each holding the appliance until its client hangs up).
+async fn wait_released(data: &Path) {
+    let kv = data.join("kv.redb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while outpost_services::KvStore::open_raw_check(&kv).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped host still holds its kv store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -130,6 +144,7 @@ async fn plugin_state_is_encrypted_at_rest_and_survives_a_key_rotation_through_t
     );
     host.app.shutdown().await;
     drop((host, ns));
+    wait_released(&dir.path().join("data")).await;
 
     for (path, bytes) in files(dir.path()) {
         assert!(
@@ -170,6 +185,7 @@ async fn plugin_state_is_encrypted_at_rest_and_survives_a_key_rotation_through_t
     );
     host.app.shutdown().await;
     drop((host, ns));
+    wait_released(&dir.path().join("data")).await;
     let path = dir.path().join("outpost.toml");
     let manifest = Manifest::load(&path).unwrap();
     let err = Appliance::start(manifest, ApplianceOptions::new(dir.path().join("data")))

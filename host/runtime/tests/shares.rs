@@ -95,6 +95,27 @@ evaluate_s = 1
             "file {i}"
         );
     }
+    // What left the device is sealed under the host's key: no file's bytes in the target.
+    fn walk(dir: &Path, out: &mut Vec<Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    walk(&cloud, &mut objects);
+    assert!(!objects.is_empty());
+    for i in 0..6 {
+        let probe = &content(i)[1000..1064];
+        assert!(
+            objects.iter().all(|o| !o.windows(64).any(|w| w == probe)),
+            "plaintext of file {i} in the cloud target"
+        );
+    }
     let metrics = outpost_runtime::metrics::render("t", &app.metrics().await);
     assert!(
         metrics

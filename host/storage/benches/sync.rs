@@ -663,6 +663,8 @@ fn build_tiering_share(root: &Path, n: usize) -> (usize, usize, usize, usize) {
                     accessed_unix_ms: accessed,
                     failures: 0,
                     retry_after_unix_ms: 0,
+                    encrypted: false,
+                    encryption_unit: None,
                 };
                 let path = format!("cam{d:04}/clip-{i:03}.mp4");
                 table

@@ -107,6 +107,26 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// Encrypting or decrypting an object failed: a key provider error (missing, disabled or
+    /// expired KEK version, foreign key id) or a tampered, truncated or reordered object.
+    /// Never answered with plaintext or unauthenticated bytes instead.
+    #[error("encryption of {path}: {source}")]
+    Encryption {
+        /// File in the share.
+        path: String,
+        /// The key crate's error (names the key and version where one is involved).
+        #[source]
+        source: outpost_keys::KeysError,
+    },
+    /// An encrypted object does not have the layout the engine expects (wrong length, unit
+    /// size unknown) or the share has no key provider for it.
+    #[error("encrypted object {path}: {reason}")]
+    EncryptedLayout {
+        /// File in the share.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The object store failed (after retries).
     #[error("object store: {0}")]
     Remote(#[from] object_store::Error),
@@ -117,6 +137,20 @@ impl StorageError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn encryption(path: &str, source: outpost_keys::KeysError) -> Self {
+        Self::Encryption {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn encrypted_layout(path: &str, reason: impl Into<String>) -> Self {
+        Self::EncryptedLayout {
+            path: path.to_owned(),
+            reason: reason.into(),
         }
     }
 

@@ -73,6 +73,13 @@ pub struct FileEntry {
     /// No upload attempt before this time (ms since the epoch).
     #[serde(default)]
     pub retry_after_unix_ms: u64,
+    /// The remote object is client-side encrypted (a concatenation of sealed units, see
+    /// [`crate::ShareOptions::encryption`]).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Plaintext bytes per sealed unit of an encrypted object (the last unit may be shorter).
+    #[serde(default)]
+    pub encryption_unit: Option<u64>,
 }
 
 /// One completed part of a multipart upload.
@@ -101,6 +108,13 @@ pub struct UploadRecord {
     pub part_size: u64,
     /// Parts completed so far.
     pub parts: Vec<PartRecord>,
+    /// Parts are sealed independently (client-side encryption); a resumed upload only reuses
+    /// parts sealed the same way.
+    #[serde(default)]
+    pub encrypted: bool,
+    /// The KEK id the parts were sealed under (a unit's header length depends on it).
+    #[serde(default)]
+    pub encryption_key_id: Option<String>,
 }
 
 /// What happened to a part.

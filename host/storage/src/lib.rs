@@ -22,6 +22,7 @@
 //! recalled file is renamed in. On open the journal is reconciled with the directory.
 
 mod bandwidth;
+mod crypt;
 mod error;
 mod journal;
 mod path;
@@ -32,11 +33,12 @@ mod stats;
 mod tiering;
 
 pub use bandwidth::{BandwidthSchedule, ScheduleWindow, Throttle, TimeOfDay, Weekday};
+pub use crypt::{ENCRYPTED_METADATA_KEY, sealed_unit_len};
 pub use error::{Result, StorageError};
 pub use journal::{FileEntry, FileState, PartEvent, PartEventKind, PartRecord, UploadRecord};
 pub use path::{MAX_COMPONENT_BYTES, MAX_PATH_BYTES, STATE_DIR, SharePath};
 pub use remote::DIGEST_METADATA_KEY;
 pub use share::{RefreshReport, Reservation, ScanReport, Share, SyncReport, UploadOutcome};
-pub use spec::{RetryPolicy, ShareKind, ShareOptions, ShareSpec};
+pub use spec::{RetryPolicy, ShareKind, ShareOptions, ShareSpec, SharedKeyProvider};
 pub use stats::ShareStats;
 pub use tiering::{Action, FileStat, TieringInput, VolumeState};

@@ -233,14 +233,19 @@ impl Remote {
         path: &SharePath,
         data: Bytes,
         sha256: &str,
+        encrypted: bool,
     ) -> Result<PutResult> {
         let location = self.object_path(path)?;
         let mut attributes = Attributes::new();
         if self.keeps_metadata {
-            attributes.insert(
-                Attribute::Metadata(DIGEST_METADATA_KEY.into()),
-                sha256.to_owned().into(),
-            );
+            // An encrypted object is marked as such and does not carry the plaintext digest
+            // (it would confirm guesses of the content); the journal keeps the digest.
+            let (key, value) = if encrypted {
+                (crate::crypt::ENCRYPTED_METADATA_KEY, "1".to_owned())
+            } else {
+                (DIGEST_METADATA_KEY, sha256.to_owned())
+            };
+            attributes.insert(Attribute::Metadata(key.into()), value.into());
         }
         self.retry("put", || {
             let opts = PutOptions {
@@ -255,6 +260,15 @@ impl Remote {
 
     /// Size, etag, version and (where kept) the digest metadata of an object.
     pub(crate) async fn head(&self, path: &SharePath) -> Result<(ObjectMeta, Option<String>)> {
+        let (meta, digest, _) = self.head_path(path).await?;
+        Ok((meta, digest))
+    }
+
+    /// [`Remote::head`] plus whether the metadata marks the object encrypted.
+    pub(crate) async fn head_path(
+        &self,
+        path: &SharePath,
+    ) -> Result<(ObjectMeta, Option<String>, bool)> {
         let location = self.object_path(path)?;
         self.head_location(&location).await
     }
@@ -262,10 +276,10 @@ impl Remote {
     pub(crate) async fn head_location(
         &self,
         location: &ObjectPath,
-    ) -> Result<(ObjectMeta, Option<String>)> {
+    ) -> Result<(ObjectMeta, Option<String>, bool)> {
         if !self.keeps_metadata {
             let meta = self.retry("head", || self.store.head(location)).await?;
-            return Ok((meta, None));
+            return Ok((meta, None, false));
         }
         let r = self
             .retry("head", || {
@@ -279,12 +293,30 @@ impl Remote {
             })
             .await?;
         let digest = digest_attribute(&r.attributes);
-        Ok((r.meta, digest))
+        let encrypted = encrypted_attribute(&r.attributes);
+        Ok((r.meta, digest, encrypted))
     }
 
     pub(crate) async fn get(&self, path: &SharePath) -> Result<object_store::GetResult> {
         let location = self.object_path(path)?;
         self.retry("get", || self.store.get(&location)).await
+    }
+
+    /// Up to the first `len` bytes of an object (fewer when it is shorter).
+    pub(crate) async fn get_prefix(&self, location: &ObjectPath, len: u64) -> Result<Bytes> {
+        self.retry("get_prefix", || {
+            self.store.get_opts(
+                location,
+                GetOptions {
+                    range: Some(object_store::GetRange::Bounded(0..len)),
+                    ..GetOptions::default()
+                },
+            )
+        })
+        .await?
+        .bytes()
+        .await
+        .map_err(Into::into)
     }
 
     pub(crate) async fn get_range(
@@ -429,6 +461,14 @@ impl Remote {
             }
         }
     }
+}
+
+pub(crate) fn encrypted_attribute(attributes: &Attributes) -> bool {
+    attributes
+        .get(&Attribute::Metadata(
+            crate::crypt::ENCRYPTED_METADATA_KEY.into(),
+        ))
+        .is_some_and(|v| v.as_ref() == "1")
 }
 
 pub(crate) fn digest_attribute(attributes: &Attributes) -> Option<String> {

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::bandwidth::{BandwidthSchedule, Throttle, now_unix_ms};
+use crate::crypt::{Layout, UnitReader, open_units, seal_units};
 use crate::error::{Result, StorageError};
 use crate::journal::{FileEntry, FileState, Journal, PartEvent, UploadRecord};
 use crate::path::{STATE_DIR, SharePath};
@@ -171,7 +172,9 @@ fn hash_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StorageError::Journal(format!("blocking task failed: {e}")))?
@@ -192,6 +195,8 @@ fn new_entry(size: u64, modified_ns: u64, now: u64) -> FileEntry {
         accessed_unix_ms: now,
         failures: 0,
         retry_after_unix_ms: 0,
+        encrypted: false,
+        encryption_unit: None,
     }
 }
 
@@ -733,24 +738,35 @@ impl Share {
             return Err(StorageError::NotSettled(path.to_string()));
         }
         let opts = &self.inner.opts;
-        let (sha, put, parts_sent, parts_resumed) = if size < opts.multipart_threshold {
+        let layout = opts
+            .encryption
+            .as_ref()
+            .map(|p| Layout::new(size, opts.part_size, p.as_ref()));
+        // An empty file is one sealed unit: never an empty multipart upload when encrypting.
+        let single = size < opts.multipart_threshold || (layout.is_some() && size == 0);
+        let (sha, put, parts_sent, parts_resumed) = if single {
             e.state = FileState::Uploading;
             self.inner.journal.put(path.as_str(), e)?;
             let mut h = Sha256::new();
-            let data = self.read_part(&local, 0, size, true, &mut h).await?;
+            let mut data = self.read_part(&local, 0, size, true, &mut h).await?;
             let sha = hex::encode(h.finalize());
             self.check_unchanged(path, &local, size, mtime, e)?;
-            let put = remote.put(path, data, &sha).await?;
+            if let (Some(provider), Some(layout)) = (&opts.encryption, layout) {
+                data = seal_units(provider, path.as_str(), layout, 0, data).await?;
+            }
+            let put = remote.put(path, data, &sha, layout.is_some()).await?;
             (sha, put, 0, 0)
         } else {
             self.upload_multipart(remote, path, &local, size, mtime, e)
                 .await?
         };
         let (meta, remote_digest) = remote.head(path).await?;
-        if meta.size != size {
+        // An encrypted object is compared against its sealed length.
+        let remote_size = layout.map_or(size, |l| l.sealed_total());
+        if meta.size != remote_size {
             return Err(StorageError::SizeMismatch {
                 path: path.to_string(),
-                expected: size,
+                expected: remote_size,
                 actual: meta.size,
             });
         }
@@ -764,7 +780,7 @@ impl Share {
             });
         }
         if opts.read_back_verify {
-            let actual = self.download_digest(remote, path).await?;
+            let actual = self.download_digest(remote, path, layout).await?;
             if actual != sha {
                 return Err(StorageError::DigestMismatch {
                     path: path.to_string(),
@@ -779,6 +795,8 @@ impl Share {
         e.remote_version = put.version.or(meta.version);
         e.failures = 0;
         e.retry_after_unix_ms = 0;
+        e.encrypted = layout.is_some();
+        e.encryption_unit = layout.map(|l| l.unit);
         self.inner.journal.finish_upload(path.as_str(), e)?;
         tracing::debug!(share = %self.inner.spec.name, %path, size, parts_sent, parts_resumed, "uploaded");
         Ok(UploadOutcome {
@@ -818,8 +836,16 @@ impl Share {
     ) -> Result<(String, object_store::PutResult, u32, u32)> {
         let journal = &self.inner.journal;
         let part_size = self.inner.opts.part_size;
+        let encryption = self.inner.opts.encryption.as_ref();
+        let layout = encryption.map(|p| Layout::new(size, part_size, p.as_ref()));
         let mut record = match journal.upload(path.as_str())? {
-            Some(r) if r.size == size && r.modified_ns == mtime && r.part_size == part_size => {
+            Some(r)
+                if r.size == size
+                    && r.modified_ns == mtime
+                    && r.part_size == part_size
+                    && r.encrypted == layout.is_some()
+                    && r.encryption_key_id.as_deref() == encryption.map(|p| p.key_id()) =>
+            {
                 e.state = FileState::Uploading;
                 journal.put(path.as_str(), e)?;
                 r
@@ -838,6 +864,8 @@ impl Share {
                     modified_ns: mtime,
                     part_size,
                     parts: Vec::new(),
+                    encrypted: layout.is_some(),
+                    encryption_key_id: encryption.map(|p| p.key_id().to_owned()),
                 };
                 e.state = FileState::Uploading;
                 journal.start_upload(path.as_str(), e, &record)?;
@@ -862,7 +890,11 @@ impl Share {
                 resumed += 1;
                 continue;
             }
-            let data = self.read_part(local, start, len, true, &mut h).await?;
+            let mut data = self.read_part(local, start, len, true, &mut h).await?;
+            if let (Some(provider), Some(layout)) = (encryption, layout) {
+                // Each part is one unit, sealed alone: decryptable and re-sendable by itself.
+                data = seal_units(provider, path.as_str(), layout, u64::from(idx), data).await?;
+            }
             journal.log_part_send(path.as_str(), &record.upload_id, idx)?;
             self.inner
                 .counters
@@ -899,8 +931,9 @@ impl Share {
                 // completed it (the engine stopped before recording that). Unreachable store:
                 // keep the record and resume later. Reachable but no such object: the parts
                 // are gone (expired, store reset); start over next time.
+                let remote_size = layout.map_or(size, |l| l.sealed_total());
                 match remote.head(path).await {
-                    Ok((meta, _)) if meta.size == size => Ok((
+                    Ok((meta, _)) if meta.size == remote_size => Ok((
                         sha,
                         object_store::PutResult {
                             e_tag: meta.e_tag,
@@ -965,11 +998,31 @@ impl Share {
         Ok(out.freeze())
     }
 
-    async fn download_digest(&self, remote: &Remote, path: &SharePath) -> Result<String> {
+    /// SHA-256 of the object's content as downloaded (decrypted when `layout` is given).
+    async fn download_digest(
+        &self,
+        remote: &Remote,
+        path: &SharePath,
+        layout: Option<Layout>,
+    ) -> Result<String> {
         let mut stream = remote.get(path).await?.into_stream();
         let mut h = Sha256::new();
+        let mut units = match (layout, &self.inner.opts.encryption) {
+            (Some(l), Some(p)) => Some(UnitReader::new(l, p.clone())),
+            _ => None,
+        };
         while let Some(chunk) = stream.try_next().await? {
-            h.update(&chunk);
+            match &mut units {
+                Some(u) => {
+                    for plain in u.push(path.as_str(), chunk).await? {
+                        h.update(&plain);
+                    }
+                }
+                None => h.update(&chunk),
+            }
+        }
+        if let Some(u) = &units {
+            u.finish(path.as_str())?;
         }
         Ok(hex::encode(h.finalize()))
     }
@@ -1118,6 +1171,9 @@ impl Share {
                 ));
             }
         }
+        let mut units = self
+            .encrypted_layout(path, &e)?
+            .map(|(layout, provider)| UnitReader::new(layout, provider));
         let result = remote.get(path).await?;
         let object_digest = digest_attribute(&result.attributes);
         let mut stream = result.into_stream();
@@ -1127,10 +1183,19 @@ impl Share {
         let mut n = 0u64;
         let body = async {
             while let Some(chunk) = stream.try_next().await? {
-                h.update(&chunk);
-                n += chunk.len() as u64;
-                f.write_all(&chunk)
-                    .map_err(|err| StorageError::io(&tmp, err))?;
+                let plain = match &mut units {
+                    Some(u) => u.push(path.as_str(), chunk).await?,
+                    None => vec![chunk],
+                };
+                for chunk in plain {
+                    h.update(&chunk);
+                    n += chunk.len() as u64;
+                    f.write_all(&chunk)
+                        .map_err(|err| StorageError::io(&tmp, err))?;
+                }
+            }
+            if let Some(u) = &units {
+                u.finish(path.as_str())?;
             }
             f.sync_all().map_err(|err| StorageError::io(&tmp, err))?;
             Ok::<_, StorageError>(())
@@ -1181,6 +1246,29 @@ impl Share {
         self.inner.journal.put(path.as_str(), &e)?;
         tracing::debug!(share = %self.inner.spec.name, %path, size = n, "recalled");
         Ok(true)
+    }
+
+    /// The layout and provider of an encrypted entry (`None` for a plaintext object). An
+    /// encrypted object on a share without a key provider is an error, never read as is.
+    fn encrypted_layout(
+        &self,
+        path: &SharePath,
+        e: &FileEntry,
+    ) -> Result<Option<(Layout, crate::spec::SharedKeyProvider)>> {
+        if !e.encrypted {
+            return Ok(None);
+        }
+        let provider = self.inner.opts.encryption.clone().ok_or_else(|| {
+            StorageError::encrypted_layout(
+                path.as_str(),
+                "the object is encrypted and the share has no key provider",
+            )
+        })?;
+        let unit = e.encryption_unit.unwrap_or(self.inner.opts.part_size);
+        Ok(Some((
+            Layout::new(e.size, unit, provider.as_ref()),
+            provider,
+        )))
     }
 
     async fn touch(&self, path: &SharePath) -> Result<()> {
@@ -1240,7 +1328,23 @@ impl Share {
             && e.state == FileState::Evicted
         {
             if e.size >= self.inner.opts.multipart_threshold {
-                let data = self.remote("read_range")?.get_range(path, range).await?;
+                let remote = self.remote("read_range")?;
+                let data = match self.encrypted_layout(path, e)? {
+                    Some(_) if range.is_empty() => Bytes::new(),
+                    Some((layout, provider)) => {
+                        // Fetch and open only the units covering the range.
+                        let units = layout.covering(&range);
+                        let span =
+                            layout.sealed(units.start).start..layout.sealed(units.end - 1).end;
+                        let sealed = remote.get_range(path, span).await?;
+                        let plain =
+                            open_units(&provider, path.as_str(), layout, units.clone(), sealed)
+                                .await?;
+                        let base = layout.plain(units.start).start;
+                        plain.slice((range.start - base) as usize..(range.end - base) as usize)
+                    }
+                    None => remote.get_range(path, range).await?,
+                };
                 self.inner
                     .counters
                     .range_downloads
@@ -1341,14 +1445,42 @@ impl Share {
                 report.skipped += 1;
                 continue;
             }
-            let (_, digest) = remote.head_location(&meta.location).await?;
+            let (_, digest, marked) = remote.head_location(&meta.location).await?;
+            // Encrypted: marked in the metadata (single PUT on Azure/S3) or starting with the
+            // sealed-unit magic (multipart objects and file:// targets carry no metadata). A
+            // share without a key provider skips such objects rather than serve ciphertext.
+            let encrypted = marked
+                || (meta.size >= crate::crypt::MAGIC.len() as u64
+                    && remote
+                        .get_prefix(&meta.location, crate::crypt::MAGIC.len() as u64)
+                        .await?[..]
+                        == crate::crypt::MAGIC[..]);
+            let mut size = meta.size;
+            let unit = self.inner.opts.part_size;
+            if encrypted {
+                // The share did not write this object: its unit size is taken to be this
+                // share's part size. A different one fails authentication on read (never
+                // wrong data).
+                let layout = match &self.inner.opts.encryption {
+                    Some(p) => Layout::from_sealed(meta.size, unit, p.as_ref()),
+                    None => None,
+                };
+                let Some(layout) = layout else {
+                    tracing::warn!(%path, "encrypted object without a usable key provider or layout; skipping");
+                    report.skipped += 1;
+                    continue;
+                };
+                size = layout.size;
+            }
             let now = now_unix_ms();
-            let mut e = new_entry(meta.size, 0, now);
+            let mut e = new_entry(size, 0, now);
+            e.encrypted = encrypted;
+            e.encryption_unit = encrypted.then_some(unit);
             e.sha256 = digest;
             e.remote_etag = meta.e_tag.clone();
             e.remote_version = meta.version.clone();
             e.accessed_unix_ms = meta.last_modified.timestamp_millis().max(0) as u64;
-            if meta.size == 0 {
+            if size == 0 {
                 e.state = FileState::Synced;
                 e.sha256 = Some(EMPTY_SHA256.to_owned());
                 e.stub_modified_ns = None;

@@ -137,8 +137,11 @@ impl RetryPolicy {
     }
 }
 
+/// A KEK provider shared by the engine's tasks.
+pub type SharedKeyProvider = Arc<dyn outpost_keys::KeyProvider + Send + Sync>;
+
 /// Engine tuning for one share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ShareOptions {
     /// Multipart part size (default 8 MiB). S3 needs at least 5 MiB; Azure has no minimum.
     pub part_size: u64,
@@ -158,6 +161,39 @@ pub struct ShareOptions {
     /// After each upload, download the object again and compare its SHA-256 (costs a download;
     /// default off: the size and, where the backend keeps metadata, the digest are compared).
     pub read_back_verify: bool,
+    /// Client-side envelope encryption of everything the share uploads (default `None`:
+    /// objects are stored as plaintext, as before).
+    ///
+    /// When set, a file is uploaded as a concatenation of *units* of `part_size` plaintext
+    /// bytes (the last one shorter; an empty file is one empty unit), each sealed
+    /// independently with [`outpost_keys::seal`] (own random data key wrapped by the provider's
+    /// current KEK, 64 KiB AES-256-GCM segments). A multipart part is exactly one unit, so a
+    /// part can be re-sent after a crash and decrypted alone; range reads fetch only the units
+    /// they cover. The journal records `encrypted` and the unit size per file; objects written
+    /// with a single PUT carry the metadata `outpost_encrypted=1` where the backend keeps
+    /// metadata, and do not carry the plaintext digest (it would let anyone holding a guess
+    /// confirm a file's content). A provider failure fails the upload or read: there is no
+    /// fallback to plaintext.
+    pub encryption: Option<SharedKeyProvider>,
+}
+
+impl fmt::Debug for ShareOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShareOptions")
+            .field("part_size", &self.part_size)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("settle_window", &self.settle_window)
+            .field("scan_interval", &self.scan_interval)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .field("retry", &self.retry)
+            .field("throttle", &self.throttle)
+            .field("read_back_verify", &self.read_back_verify)
+            .field(
+                "encryption",
+                &self.encryption.as_ref().map(|p| p.key_id().to_owned()),
+            )
+            .finish()
+    }
 }
 
 impl Default for ShareOptions {
@@ -171,6 +207,7 @@ impl Default for ShareOptions {
             retry: RetryPolicy::default(),
             throttle: None,
             read_back_verify: false,
+            encryption: None,
         }
     }
 }
