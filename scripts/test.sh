@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
+# What the machine has, so a failure for lack of disk or memory can be told from a real one.
+say "machine: $(nproc) cores"
+free -h | sed -n '1,2p'
+df -h . /tmp | sed 1d
+
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   say "installing the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
@@ -56,6 +61,15 @@ cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --workspa
 
 say "tests"
 mkdir -p target
+# Build every test binary first. A link that the machine cannot afford (the linker killed for
+# memory, a full disk) fails the build, not a test: say what the machine had and try once more
+# with one job, so two large links never run side by side.
+if ! cargo test --workspace --locked --no-run; then
+  say "building the tests failed; the machine now has:"
+  free -h | sed -n '1,2p'; df -h . /tmp | sed 1d
+  say "building the tests again with one job"
+  cargo test --workspace --locked --no-run -j 1
+fi
 cargo test --workspace --locked 2>&1 | tee target/test.log
 
 say "fuzzing the PFCP and GTP-U parsers (bounded: 30 s per target)"
