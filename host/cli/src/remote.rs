@@ -1,10 +1,12 @@
 //! Commands that talk to a running host's management API: `status`, `apply`, `rollback`.
 //!
 //! Where the API is and how to authenticate come from, in order: flags, environment
-//! (`OUTPOST_API`, `OUTPOST_TOKEN`, `OUTPOST_CA`), the config file (`OUTPOST_CONFIG`, default
-//! `~/.config/outpost/config.toml` with keys `api`, `token`, `token_file`, `ca`), and finally
-//! the host's own data directory (`admin.token`, `tls/ca.pem`), so on the box itself
-//! `outpost status` works with no setup.
+//! (`OUTPOST_API`, `OUTPOST_TOKEN`, `OUTPOST_CA`, `OUTPOST_CLIENT_CERT`, `OUTPOST_CLIENT_KEY`),
+//! the config file (`OUTPOST_CONFIG`, default `~/.config/outpost/config.toml` with keys `api`,
+//! `token`, `token_file`, `ca`, `client_cert`, `client_key`), and finally the host's own data
+//! directory (`admin.token`, `tls/ca.pem`), so on the box itself `outpost status` works with no
+//! setup. A client certificate (mutual TLS, `[host.tls.client_auth]`) is presented when one is
+//! given.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +31,12 @@ pub struct ApiArgs {
     /// PEM file of the CA to trust for the API's certificate [env: OUTPOST_CA].
     #[arg(long, global = true)]
     ca: Option<PathBuf>,
+    /// PEM file of a client certificate (chain, leaf first) for mutual TLS [env: OUTPOST_CLIENT_CERT].
+    #[arg(long, global = true, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key [env: OUTPOST_CLIENT_KEY].
+    #[arg(long, global = true, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// The host's data directory, for its admin token and CA when nothing else is given.
     #[arg(long = "host-data-dir", global = true, default_value = "outpost-data")]
     host_data_dir: PathBuf,
@@ -41,6 +49,8 @@ struct ConfigFile {
     token: Option<String>,
     token_file: Option<PathBuf>,
     ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 fn config_file() -> Result<ConfigFile> {
@@ -112,7 +122,29 @@ impl ApiArgs {
             ),
             _ => None,
         };
-        Ok(ApiClient::new(&api, token, ca)?)
+        let client = ApiClient::new(&api, token, ca)?;
+        let cert = self
+            .client_cert
+            .clone()
+            .or_else(|| env("OUTPOST_CLIENT_CERT").map(PathBuf::from))
+            .or(file.client_cert);
+        let key = self
+            .client_key
+            .clone()
+            .or_else(|| env("OUTPOST_CLIENT_KEY").map(PathBuf::from))
+            .or(file.client_key);
+        match (cert, key) {
+            (None, None) => Ok(client),
+            (Some(cert), Some(key)) => {
+                let read = |p: &Path| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                };
+                Ok(client.with_client_certificate(&read(&cert)?, &read(&key)?)?)
+            }
+            _ => bail!(
+                "a client certificate needs both its certificate and its key (--client-cert and --client-key)"
+            ),
+        }
     }
 }
 

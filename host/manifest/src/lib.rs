@@ -260,7 +260,25 @@ pub struct TlsSettings {
     pub alert_days: Vec<u32>,
     /// Issue and renew the certificate with ACME.
     pub acme: Option<AcmeSettings>,
+    /// Client certificates for the management API (mutual TLS).
+    pub client_auth: Option<ClientAuthSettings>,
 }
+
+/// Client certificates for the management API (`[host.tls.client_auth]`): which CAs issue them,
+/// whether every connection must present one, and the role each certificate name gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthSettings {
+    /// PEM bundle of the CAs that issue client certificates.
+    pub ca: PathBuf,
+    /// Every API connection must present a certificate from `ca` (a token alone is refused).
+    pub required: bool,
+    /// Certificate name (subject common name, or a DNS, e-mail or URI subject alternative name)
+    /// to role (`viewer`, `operator`, `ingest`).
+    pub roles: BTreeMap<String, String>,
+}
+
+/// The roles a client certificate may be mapped to (the API token roles).
+pub const CLIENT_ROLES: [&str; 3] = ["viewer", "operator", "ingest"];
 
 impl Default for TlsSettings {
     fn default() -> Self {
@@ -269,6 +287,7 @@ impl Default for TlsSettings {
             ca_bundle: None,
             alert_days: vec![30, 7, 1],
             acme: None,
+            client_auth: None,
         }
     }
 }
@@ -897,6 +916,9 @@ impl Manifest {
         }
         if let Some(f) = self.host.tls.acme.as_mut().and_then(|a| a.roots.as_mut()) {
             join(f);
+        }
+        if let Some(a) = &mut self.host.tls.client_auth {
+            join(&mut a.ca);
         }
         for port in self.ports.values_mut() {
             if let Some(path) = &mut port.path {

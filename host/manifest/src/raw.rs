@@ -7,9 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    AcmeSettings, BandwidthSettings, CanarySpec, EncryptionSettings, KeyProviderSpec,
-    PublisherSettings, RegistryAuthSettings, ShareKind, ShareSettings, TimeWindow, TlsSettings,
-    UpdateSettings, Weekday,
+    AcmeSettings, BandwidthSettings, CLIENT_ROLES, CanarySpec, ClientAuthSettings,
+    EncryptionSettings, KeyProviderSpec, PublisherSettings, RegistryAuthSettings, ShareKind,
+    ShareSettings, TimeWindow, TlsSettings, UpdateSettings, Weekday,
 };
 use crate::{
     ApiSettings, BufferSpec, BusGrant, DirGrant, Endpoint, Grants, HealthCheck, HostSettings,
@@ -251,6 +251,17 @@ struct RawTls {
     ca_bundle: Option<PathBuf>,
     alert_days: Option<Spanned<Vec<u32>>>,
     acme: Option<Spanned<RawAcme>>,
+    client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    ca: PathBuf,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    roles: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -855,9 +866,47 @@ fn check_tls(c: &Checker<'_>, raw: Option<Spanned<RawTls>>) -> Result<TlsSetting
             })
         }
     };
+    let client_auth = match raw.client_auth {
+        None => None,
+        Some(a) => {
+            let span = a.span();
+            let a = a.into_inner();
+            let mut roles = BTreeMap::new();
+            for (name, role) in a.roles {
+                if name.trim().is_empty() || name.len() > 255 {
+                    return c.err(
+                        role.span(),
+                        format!("host.tls.client_auth.roles: `{name}` is not a certificate name"),
+                    );
+                }
+                if !CLIENT_ROLES.contains(&role.get_ref().as_str()) {
+                    return c.err(
+                        role.span(),
+                        format!(
+                            "host.tls.client_auth.roles.{name}: unknown role `{}`: expected `viewer`, `operator` or `ingest`",
+                            role.get_ref()
+                        ),
+                    );
+                }
+                roles.insert(name, role.into_inner());
+            }
+            if roles.is_empty() && !a.required {
+                return c.err(
+                    span,
+                    "host.tls.client_auth: map certificate names to roles, or set required = true, or both".into(),
+                );
+            }
+            Some(ClientAuthSettings {
+                ca: a.ca,
+                required: a.required,
+                roles,
+            })
+        }
+    };
     Ok(TlsSettings {
         names,
         ca_bundle: raw.ca_bundle,
+        client_auth,
         alert_days,
         acme,
     })
@@ -2510,6 +2559,32 @@ limits = { batch = 32, tick_ms = 50 }
         assert!(!m.host.api.tls);
         let err = parse("[host.api]\nlisten = \"0.0.0.0:7443\"\ntls = false\n").unwrap_err();
         assert!(err.message.contains("only allowed on a loopback"), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_map_names_to_known_roles_and_need_roles_or_required() {
+        let m = parse(
+            "[host.tls.client_auth]\nca = \"clients.pem\"\nroles = { \"ops-laptop\" = \"operator\", \"grafana\" = \"viewer\" }\n",
+        )
+        .unwrap();
+        let auth = m.host.tls.client_auth.unwrap();
+        assert_eq!(auth.ca, PathBuf::from("clients.pem"));
+        assert!(!auth.required);
+        assert_eq!(auth.roles["ops-laptop"], "operator");
+        assert_eq!(auth.roles["grafana"], "viewer");
+
+        let m = parse("[host.tls.client_auth]\nca = \"clients.pem\"\nrequired = true\n").unwrap();
+        assert!(m.host.tls.client_auth.unwrap().required);
+
+        let err = parse(
+            "[host.tls.client_auth]\nca = \"clients.pem\"\nroles = { \"ops\" = \"admin\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("unknown role `admin`"), "{err}");
+        let err = parse("[host.tls.client_auth]\nca = \"clients.pem\"\n").unwrap_err();
+        assert!(err.message.contains("required = true"), "{err}");
+        let err = parse("[host.tls.client_auth]\nroles = { \"ops\" = \"viewer\" }\n").unwrap_err();
+        assert!(err.message.contains("ca"), "{err}");
     }
 
     #[test]

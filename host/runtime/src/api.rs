@@ -5,6 +5,11 @@
 //! OpenAPI document are all derived from that table, so they cannot drift apart. Roles:
 //! `viewer` reads, `operator` reads and writes, `ingest` may only post to `/v1/ingest/{topic}`.
 //! A call without a valid token is 401; a valid token without the role is 403.
+//!
+//! With `[host.tls.client_auth]` the API also asks for client certificates (mutual TLS): a
+//! certificate from the operator's client CA whose name is mapped to a role authenticates a
+//! call that carries no token; with `required = true` a connection without such a certificate
+//! fails its handshake, so a token alone is not enough.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
 use outpost_manifest::{INGEST_SOURCE, Manifest};
-use outpost_security::{Access, Identity, TOKENS_FILE, TokenStore, bearer_token};
+use outpost_security::{Access, ClientAuth, Identity, Role, TOKENS_FILE, TokenStore, bearer_token};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -435,8 +440,9 @@ pub async fn start(
         let dir = data_dir.join("tls");
         let manifest = appliance.manifest();
         let certs = certificate_manager(&dir, &manifest)?;
+        let client_auth = client_auth(&manifest)?;
         let acceptor = certs
-            .tls_acceptor()
+            .tls_acceptor_with(client_auth.as_ref())
             .map_err(|e| RuntimeError::Service(format!("tls: {e}")))?;
         let ca_pem = certs.identity().ca_pem().to_string();
         // Renew the device certificate, and the ACME one when configured, in the background.
@@ -454,11 +460,16 @@ pub async fn start(
         }));
         appliance.set_certificates(certs);
         (
-            Some(acceptor),
+            Some((acceptor, client_auth.map(Arc::new))),
             Some(ca_pem),
             Some(dir.join(outpost_security::CA_FILE)),
         )
     } else {
+        if appliance.manifest().host.tls.client_auth.is_some() {
+            return Err(RuntimeError::Service(
+                "host.tls.client_auth needs the management API on TLS (host.api.tls)".into(),
+            ));
+        }
         if !listen.ip().is_loopback() {
             return Err(RuntimeError::Service(format!(
                 "plain HTTP for the management API is only allowed on loopback, not {listen}"
@@ -489,11 +500,18 @@ pub async fn start(
             let (state, acceptor) = (state.clone(), acceptor.clone());
             async move {
                 match acceptor {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => serve_connection(tls, state, peer).await,
+                    Some((acceptor, client_auth)) => match acceptor.accept(stream).await {
+                        Ok(tls) => {
+                            let certificate =
+                                match (&client_auth, tls.get_ref().1.peer_certificates()) {
+                                    (Some(auth), Some(chain)) => Some(auth.identify(chain)),
+                                    _ => None,
+                                };
+                            serve_connection(tls, state, peer, certificate.map(Arc::new)).await
+                        }
                         Err(e) => tracing::debug!(%peer, error = %e, "api tls handshake failed"),
                     },
-                    None => serve_connection(stream, state, peer).await,
+                    None => serve_connection(stream, state, peer, None).await,
                 }
             }
         },
@@ -509,15 +527,55 @@ pub async fn start(
     })
 }
 
-async fn serve_connection<S>(stream: S, state: Arc<ApiState>, peer: SocketAddr)
-where
+/// Who a connection's client certificate says the caller is: an identity, or why it is none.
+type CertificateCaller = Option<Arc<Result<Identity, String>>>;
+
+async fn serve_connection<S>(
+    stream: S,
+    state: Arc<ApiState>,
+    peer: SocketAddr,
+    certificate: CertificateCaller,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     crate::http::serve_http1(stream, peer, move |req| {
-        let state = state.clone();
-        async move { handle(&state, req, peer).await }
+        let (state, certificate) = (state.clone(), certificate.clone());
+        async move { handle(&state, req, peer, certificate.as_deref()).await }
     })
     .await
+}
+
+/// The client-certificate settings of `[host.tls.client_auth]`, with the CA bundle read.
+fn client_auth(manifest: &Manifest) -> Result<Option<ClientAuth>, RuntimeError> {
+    let Some(settings) = &manifest.host.tls.client_auth else {
+        return Ok(None);
+    };
+    let ca = std::fs::read_to_string(&settings.ca).map_err(|e| {
+        RuntimeError::Service(format!(
+            "host.tls.client_auth.ca: cannot read {}: {e}",
+            settings.ca.display()
+        ))
+    })?;
+    let mut roles = Vec::new();
+    for (name, role) in &settings.roles {
+        let role: Role = role.parse().map_err(|e| {
+            RuntimeError::Service(format!("host.tls.client_auth.roles.{name}: {e}"))
+        })?;
+        roles.push((name.clone(), role));
+    }
+    let auth = ClientAuth::new(&ca, roles, settings.required).map_err(|e| {
+        RuntimeError::Service(format!(
+            "host.tls.client_auth ({}): {e}",
+            settings.ca.display()
+        ))
+    })?;
+    tracing::info!(
+        ca = %settings.ca.display(),
+        required = settings.required,
+        mapped = settings.roles.len(),
+        "management API asks for client certificates"
+    );
+    Ok(Some(auth))
 }
 
 fn respond(
@@ -543,7 +601,12 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> 
     json_response(status, &json!({ "error": message.to_string() }))
 }
 
-async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    certificate: Option<&Result<Identity, String>>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let mut path_known = false;
     let mut found = None;
@@ -577,21 +640,43 @@ async fn handle(state: &ApiState, req: Request<Incoming>, peer: SocketAddr) -> R
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(bearer_token);
-            let Some(identity) = token.and_then(|t| state.tokens.verify(t)) else {
-                let mut resp = error(
-                    StatusCode::UNAUTHORIZED,
-                    "a valid bearer token is required (Authorization: Bearer <token>)",
-                );
-                resp.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return resp;
+            // A token, when given, must be valid: it is never silently replaced by the
+            // connection's certificate.
+            let identity = match (token, certificate) {
+                (Some(t), _) => state.tokens.verify(t).ok_or_else(|| {
+                    "a valid bearer token is required (Authorization: Bearer <token>)".to_string()
+                }),
+                (None, Some(Ok(identity))) => Ok(identity.clone()),
+                (None, Some(Err(reason))) => Err(format!(
+                    "{reason}; send a bearer token (Authorization: Bearer <token>)"
+                )),
+                (None, None) => Err(
+                    "a valid bearer token is required (Authorization: Bearer <token>)".to_string(),
+                ),
+            };
+            let identity = match identity {
+                Ok(identity) => identity,
+                Err(reason) => {
+                    let mut resp = error(StatusCode::UNAUTHORIZED, reason);
+                    resp.headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    return resp;
+                }
             };
             if !identity.role.may(access) {
-                tracing::warn!(%peer, token = %identity.name, role = %identity.role, method = ep.method, %path, "api call refused: role lacks access");
+                tracing::warn!(%peer, caller = %identity.name, role = %identity.role, method = ep.method, %path, "api call refused: role lacks access");
+                let what = if identity
+                    .name
+                    .starts_with(outpost_security::CERT_IDENTITY_PREFIX)
+                {
+                    "client certificate"
+                } else {
+                    "token"
+                };
                 return error(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "token `{}` has role {}, which may not {} {}",
+                        "{what} `{}` has role {}, which may not {} {}",
                         identity.name, identity.role, ep.method, ep.path
                     ),
                 );

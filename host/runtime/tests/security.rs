@@ -324,3 +324,159 @@ async fn an_uploaded_certificate_is_served_on_the_next_handshake_and_a_bad_one_i
     );
     host.app.shutdown().await;
 }
+
+/// A client certificate for `cn` from `ca`, as (certificate PEM, key PEM).
+fn client_certificate(ca: &TestCa, cn: &str) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Host {
+    /// A client with no token that presents a certificate for `cn` from `ca`.
+    fn with_certificate(&self, ca: &TestCa, cn: &str) -> ApiClient {
+        let (cert, key) = client_certificate(ca, cn);
+        ApiClient::new(
+            &format!("https://{}", self.api.addr),
+            None,
+            self.api.ca_pem.clone(),
+        )
+        .unwrap()
+        .with_client_certificate(&cert, &key)
+        .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_authenticate_with_their_mapped_role_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let clients = test_ca();
+    std::fs::write(dir.path().join("clients.pem"), &clients.pem).unwrap();
+    let host = start(
+        dir.path(),
+        "[host.tls.client_auth]\nca = \"clients.pem\"\nroles = { \"ops-laptop\" = \"operator\", \"grafana\" = \"viewer\" }\n",
+    )
+    .await;
+
+    // A viewer certificate reads, and may not write; the refusal names the certificate.
+    let viewer = host.with_certificate(&clients, "grafana");
+    let resp = viewer
+        .request(http::Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = viewer
+        .request(http::Method::POST, "/v1/plugins/none/rollback", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert!(resp.text().contains("cert:grafana"), "{}", resp.text());
+
+    // An operator certificate gets past authorisation to the handler (no such plugin: 404).
+    let operator = host.with_certificate(&clients, "ops-laptop");
+    let resp = operator
+        .request(http::Method::POST, "/v1/plugins/none/rollback", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 404, "{}", resp.text());
+
+    // A certificate from the right CA whose name maps to no role authenticates nobody.
+    let resp = host
+        .with_certificate(&clients, "stranger")
+        .request(http::Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert!(resp.text().contains("stranger"), "{}", resp.text());
+
+    // A certificate from another CA, even with a mapped name, fails the handshake.
+    let forger = test_ca();
+    assert!(
+        host.with_certificate(&forger, "ops-laptop")
+            .request(http::Method::GET, "/v1/status", None)
+            .await
+            .is_err()
+    );
+
+    // Certificates are optional here: a token alone still works, and a wrong token is never
+    // rescued by a good certificate.
+    let resp = host
+        .admin()
+        .request(http::Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let (cert, key) = client_certificate(&clients, "ops-laptop");
+    let resp = ApiClient::new(
+        &format!("https://{}", host.api.addr),
+        Some("not-a-token".into()),
+        host.api.ca_pem.clone(),
+    )
+    .unwrap()
+    .with_client_certificate(&cert, &key)
+    .unwrap()
+    .request(http::Method::GET, "/v1/status", None)
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    host.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_client_certificate_turns_away_a_client_with_only_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let clients = test_ca();
+    std::fs::write(dir.path().join("clients.pem"), &clients.pem).unwrap();
+    let host = start(
+        dir.path(),
+        "[host.tls.client_auth]\nca = \"clients.pem\"\nrequired = true\nroles = { \"ops-laptop\" = \"operator\" }\n",
+    )
+    .await;
+    // The admin token is valid, but without a certificate the connection is refused.
+    assert!(
+        host.admin()
+            .request(http::Method::GET, "/v1/status", None)
+            .await
+            .is_err()
+    );
+    // With a certificate, the token's role applies; without a token, the certificate's.
+    let (cert, key) = client_certificate(&clients, "unmapped-device");
+    let resp = host
+        .admin()
+        .with_client_certificate(&cert, &key)
+        .unwrap()
+        .request(http::Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = host
+        .with_certificate(&clients, "ops-laptop")
+        .request(http::Method::GET, "/v1/status", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    host.app.shutdown().await;
+
+    // A client CA file that cannot be read stops the API from starting, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(
+        &path,
+        "[host.tls.client_auth]\nca = \"missing.pem\"\nrequired = true\n",
+    )
+    .unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    let mut opts = ApplianceOptions::new(dir.path().join("data"));
+    opts.plugin_dirs.push(artifacts_dir());
+    let app = Appliance::start(manifest, opts).await.unwrap();
+    let err = outpost_runtime::api::start(app.clone(), "127.0.0.1:0".parse().unwrap(), true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    app.shutdown().await;
+}

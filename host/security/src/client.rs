@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::SecurityError;
-use crate::identity::client_config;
+use crate::identity::{client_config, client_config_with};
 
 /// How long a request may take, connection included, unless changed with `with_timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +52,8 @@ impl ApiResponse {
 #[derive(Clone)]
 pub struct ApiClient {
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The pinned CA, kept to rebuild the connector with a client certificate.
+    ca_pem: Option<String>,
     scheme: &'static str,
     host: String,
     port: u16,
@@ -113,10 +115,10 @@ impl ApiClient {
         let base_path = uri.path().trim_end_matches('/').to_string();
 
         let tls = if scheme == "https" {
-            let ca_pem = ca_pem.ok_or_else(|| {
+            let ca_pem = ca_pem.as_deref().ok_or_else(|| {
                 bad("https needs the device CA certificate (ca.pem) to pin; none was given")
             })?;
-            let config = client_config(&ca_pem)?;
+            let config = client_config(ca_pem)?;
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| bad("the host is neither a DNS name nor an IP address"))?;
             Some((TlsConnector::from(Arc::clone(&config)), name))
@@ -134,6 +136,7 @@ impl ApiClient {
         };
         Ok(ApiClient {
             tls,
+            ca_pem,
             scheme,
             host,
             port,
@@ -142,6 +145,23 @@ impl ApiClient {
             auth,
             timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// The same client presenting a client certificate (mutual TLS): `cert_pem` is the chain,
+    /// leaf first, `key_pem` its private key. Only for `https` base URLs.
+    pub fn with_client_certificate(
+        mut self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<ApiClient, SecurityError> {
+        let (Some((_, name)), Some(ca_pem)) = (self.tls.take(), self.ca_pem.as_deref()) else {
+            return Err(SecurityError::TlsConfig(
+                "a client certificate needs an https:// API URL".into(),
+            ));
+        };
+        let config = client_config_with(ca_pem, Some((cert_pem, key_pem)))?;
+        self.tls = Some((TlsConnector::from(config), name));
+        Ok(self)
     }
 
     /// The same client with a different time limit per request (connection included).

@@ -201,6 +201,15 @@ impl DeviceIdentity {
 
 /// A rustls client config that trusts only the CA certificate(s) in `ca_pem` (pinning).
 pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, SecurityError> {
+    client_config_with(ca_pem, None)
+}
+
+/// [`client_config`] that presents a client certificate (`cert_pem`: the chain, leaf first;
+/// `key_pem`: its private key) to servers that ask for one (mutual TLS).
+pub fn client_config_with(
+    ca_pem: &str,
+    client_cert: Option<(&str, &str)>,
+) -> Result<Arc<ClientConfig>, SecurityError> {
     let certs = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| SecurityError::TlsConfig(format!("pinned CA PEM: {e}")))?;
@@ -215,11 +224,28 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, SecurityError> {
             .add(cert)
             .map_err(|e| SecurityError::TlsConfig(format!("pinned CA certificate: {e}")))?;
     }
-    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+    let config = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| SecurityError::TlsConfig(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        None => config.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SecurityError::TlsConfig(format!("client certificate PEM: {e}")))?;
+            if chain.is_empty() {
+                return Err(SecurityError::TlsConfig(
+                    "client certificate PEM holds no certificate".into(),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| SecurityError::TlsConfig(format!("client key PEM: {e}")))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| SecurityError::TlsConfig(format!("client certificate: {e}")))?
+        }
+    };
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
 }

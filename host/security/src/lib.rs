@@ -7,11 +7,15 @@
 //! first), or one issued over ACME and renewed automatically; [`CertificateManager::status`]
 //! reports expiry for monitoring.
 //!
+//! [`ClientAuth`] adds mutual TLS: client certificates from an operator's CA, mapped to the
+//! same roles as tokens.
+//!
 //! TLS runs on rustls with the `ring` provider; nothing here pulls in aws-lc.
 
 mod acme;
 mod certs;
 mod client;
+mod client_auth;
 mod error;
 mod expiry;
 mod files;
@@ -23,10 +27,12 @@ mod tokens;
 pub use acme::{AcmeConfig, HTTP01_PREFIX, Http01Challenges};
 pub use certs::{CertError, CertInfo, CertSource};
 pub use client::{ApiClient, ApiResponse};
+pub use client_auth::{CERT_IDENTITY_PREFIX, ClientAuth, certificate_names};
 pub use error::SecurityError;
 pub use expiry::{AlertLevel, CertStatus, DEFAULT_ALERT_DAYS, ExpiryThresholds};
 pub use identity::{
-    CA_FILE, CA_KEY_FILE, CERT_FILE, DeviceIdentity, KEY_FILE, client_config, crypto_provider,
+    CA_FILE, CA_KEY_FILE, CERT_FILE, DeviceIdentity, KEY_FILE, client_config, client_config_with,
+    crypto_provider,
 };
 pub use manager::{CertConfig, CertificateManager, RenewOutcome, RenewerConfig, SERVED_DIR};
 pub use resolver::HotResolver;

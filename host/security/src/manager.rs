@@ -32,7 +32,7 @@ use crate::certs::{self, CertError, CertInfo, CertSource, Policy, Validated};
 use crate::expiry::{CertStatus, ExpiryThresholds};
 use crate::identity::{ALPN_HTTP1, crypto_provider};
 use crate::resolver::HotResolver;
-use crate::{DeviceIdentity, SecurityError, files};
+use crate::{ClientAuth, DeviceIdentity, SecurityError, files};
 
 /// The folder under the TLS directory that holds accepted certificates.
 pub const SERVED_DIR: &str = "served";
@@ -192,11 +192,23 @@ impl CertificateManager {
     /// A rustls server config (ring, TLS 1.3 and 1.2, ALPN `http/1.1`) that serves whatever
     /// certificate is current at each handshake.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, SecurityError> {
-        let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        self.server_config_with(None)
+    }
+
+    /// [`CertificateManager::server_config`] that also asks for client certificates and
+    /// verifies them against `client_auth` (mutual TLS); `None` asks for none.
+    pub fn server_config_with(
+        &self,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<Arc<ServerConfig>, SecurityError> {
+        let builder = ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| SecurityError::TlsConfig(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver());
+            .map_err(|e| SecurityError::TlsConfig(e.to_string()))?;
+        let builder = match client_auth {
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.resolver());
         config.session_storage = self.inner.resolver.session_storage();
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
         Ok(Arc::new(config))
@@ -205,6 +217,16 @@ impl CertificateManager {
     /// A tokio-rustls acceptor over [`CertificateManager::server_config`].
     pub fn tls_acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, SecurityError> {
         Ok(tokio_rustls::TlsAcceptor::from(self.server_config()?))
+    }
+
+    /// A tokio-rustls acceptor over [`CertificateManager::server_config_with`].
+    pub fn tls_acceptor_with(
+        &self,
+        client_auth: Option<&ClientAuth>,
+    ) -> Result<tokio_rustls::TlsAcceptor, SecurityError> {
+        Ok(tokio_rustls::TlsAcceptor::from(
+            self.server_config_with(client_auth)?,
+        ))
     }
 
     /// The certificate served now: the accepted one, or the device endpoint certificate.
