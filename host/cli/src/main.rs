@@ -3,6 +3,7 @@
 
 mod demo;
 mod remote;
+mod shares;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,15 @@ enum Command {
         /// The plugin.
         plugin: String,
     },
+    /// Show every share of a running host: bytes per state, upload queue, rate and limit.
+    Shares {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with one share of a running host: refresh, sync, read a file (with progress).
+    #[command(subcommand)]
+    Share(shares::ShareCommand),
     /// Manage the management API's tokens (in the host's data directory).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -302,6 +312,8 @@ async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
         Command::Status { json } => remote::status(&api, json).await,
         Command::Apply { file, dry_run } => remote::apply(&api, &file, dry_run).await,
         Command::Rollback { plugin } => remote::rollback(&api, &plugin).await,
+        Command::Shares { json } => shares::list(&api, json).await,
+        Command::Share(cmd) => shares::run(&api, cmd).await,
         Command::Token(cmd) => token(cmd),
         Command::Job(JobCommand::Run(args)) => job_run(args).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),

@@ -148,7 +148,7 @@ impl ApiArgs {
     }
 }
 
-fn fail_with(resp: &outpost_security::ApiResponse) -> anyhow::Error {
+pub(crate) fn fail_with(resp: &outpost_security::ApiResponse) -> anyhow::Error {
     let text = String::from_utf8_lossy(&resp.body);
     let message = serde_json::from_slice::<serde_json::Value>(&resp.body)
         .ok()
@@ -305,7 +305,7 @@ pub async fn rollback(api: &ApiArgs, plugin: &str) -> Result<ExitCode> {
 }
 
 /// Percent-encodes everything but unreserved characters and `/`.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {

@@ -317,3 +317,119 @@ fn wipe_destroys_the_keys_and_the_data_and_refuses_without_confirmation_or_while
         "data left behind"
     );
 }
+
+#[test]
+fn shares_lists_refresh_pulls_cloud_objects_and_get_recalls_a_file_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = dir.path().join("cloud");
+    std::fs::create_dir_all(cloud.join("incoming")).unwrap();
+    // An object another site uploaded: the share has never seen it.
+    let content: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(cloud.join("incoming/frames.bin"), &content).unwrap();
+    let manifest = dir.path().join("outpost.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[host]\nname = \"store-42\"\n\n[host.encryption]\nprovider = \"none\"\n\n\
+             [shares.archive]\npath = \"archive\"\nkind = \"cloud-tiered\"\ntarget = \"file://{}\"\nquota_mb = 64\n\n\
+             [shares.local]\npath = \"local\"\nkind = \"edge-local\"\nquota_mb = 1\n",
+            cloud.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = outpost()
+        .args(["up", "--no-fetch", "--http-listen", "127.0.0.1:0"])
+        // Named relatively, as a person at a shell does: the share's directory still resolves
+        // to an absolute path next to the manifest.
+        .args(["--api-listen", "127.0.0.1:0", "--manifest", "outpost.toml"])
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let started = Instant::now();
+    while !banner.contains("stop with ctrl-c") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no banner: {banner}"
+        );
+        banner.push_str(&lines.next().unwrap().unwrap());
+        banner.push('\n');
+    }
+    let api = banner
+        .split("api:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let run = |args: &[&str]| {
+        let out = outpost()
+            .args(args)
+            .args(["--api", &api, "--host-data-dir"])
+            .arg(&data)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&["share", "refresh", "archive"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("archive: refreshed: 1 added"), "{out}");
+    let (code, out, err) = run(&["shares"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("archive"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("cloud-tiered") && row.contains("3.0 MiB"),
+        "{row}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("local") && l.contains("edge-local")),
+        "{out}"
+    );
+
+    // The evicted file is recalled and written where asked, whole.
+    let (code, out, err) = run(&[
+        "share",
+        "get",
+        "archive",
+        "incoming/frames.bin",
+        "-o",
+        "copy.bin",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("3.0 MiB written to copy.bin"), "{out}");
+    assert!(std::fs::read(dir.path().join("copy.bin")).unwrap() == content);
+
+    // Errors name what was wrong and leave no file behind.
+    let (code, out, err) = run(&["share", "get", "archive", "incoming/none.bin"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("404") && err.contains("none.bin"), "{err}");
+    assert!(!dir.path().join("none.bin").exists() && !dir.path().join("none.bin.partial").exists());
+    let (code, _, err) = run(&["share", "refresh", "local"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("409") && err.contains("edge-local"), "{err}");
+    let (code, _, err) = run(&["share", "sync", "nosuch"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no share `nosuch`"), "{err}");
+    let (code, out, err) = run(&["share", "sync", "archive"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("archive: synced: 0 uploaded"), "{out}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

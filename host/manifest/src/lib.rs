@@ -863,7 +863,10 @@ impl Manifest {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        manifest.rebase(base);
+        // Absolute, so paths that must be absolute (a share's root) are, whatever the current
+        // directory was when the manifest was named relatively.
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        manifest.rebase(&base);
         Ok(manifest)
     }
 

@@ -56,6 +56,8 @@ enum Handler {
     RotateKeys,
     Updates,
     Shares,
+    ShareRefresh,
+    ShareSync,
     PutFile,
     GetFile,
     ListFiles,
@@ -299,6 +301,35 @@ pub const ENDPOINTS: &[Endpoint] = &[
         produces: "application/json",
         consumes: None,
         handler: Handler::Shares,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/shares/{share}/refresh",
+        access: Some(Access::Write),
+        summary: "Refresh a cloud-tiered share now: objects added in the cloud since the last refresh appear as evicted files (recalled on read)",
+        responses: &[
+            (200, "what the refresh found: added, known, skipped"),
+            (404, "no such share"),
+            (409, "an edge-local share has no cloud copy to refresh from"),
+            (502, "the object store failed"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::ShareRefresh,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/shares/{share}/sync",
+        access: Some(Access::Write),
+        summary: "Run one sync pass now: scan the share's directory, then upload what is due (within the bandwidth schedule)",
+        responses: &[
+            (200, "what the pass did: scan, uploaded, deferred, failed"),
+            (404, "no such share"),
+            (502, "the pass failed"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::ShareSync,
     },
     Endpoint {
         method: "PUT",
@@ -773,6 +804,30 @@ async fn handle(
             }
         }
         Handler::Shares => json_response(StatusCode::OK, &app.shares()),
+        Handler::ShareRefresh | Handler::ShareSync => {
+            let Some(running) = app.share(&params[0]) else {
+                return error(StatusCode::NOT_FOUND, format!("no share `{}`", params[0]));
+            };
+            if ep.handler == Handler::ShareSync {
+                return match running.share().sync_once().await {
+                    Ok(report) => json_response(StatusCode::OK, &report),
+                    Err(e) => error(StatusCode::BAD_GATEWAY, e),
+                };
+            }
+            if running.share().spec().kind == outpost_storage::ShareKind::EdgeLocal {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "share `{}` is edge-local: it has no cloud copy to refresh from",
+                        params[0]
+                    ),
+                );
+            }
+            match running.share().refresh().await {
+                Ok(report) => json_response(StatusCode::OK, &report),
+                Err(e) => error(StatusCode::BAD_GATEWAY, e),
+            }
+        }
         Handler::PutFile => put_file(app, &params[0], &params[1], req).await,
         Handler::GetFile => get_file(app, &params[0], &params[1], &req).await,
         Handler::ListFiles => list_files(app, &params[0], &req),

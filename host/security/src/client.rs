@@ -22,6 +22,8 @@ use crate::identity::{client_config, client_config_with};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body the client reads.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// How long [`ApiClient::download`] waits for the host to start answering.
+pub const DOWNLOAD_ANSWER_TIME: Duration = Duration::from_secs(600);
 /// How much of an error response's body goes into a `Status` error.
 const ERROR_BODY_CHARS: usize = 512;
 
@@ -183,6 +185,27 @@ impl ApiClient {
             url: url.clone(),
             reason,
         };
+        let request = self.build(&method, path, body)?;
+        tracing::debug!(%method, %url, "management API request");
+        match tokio::time::timeout(self.timeout, self.exchange(request, &method, &url)).await {
+            Ok(result) => result,
+            Err(_) => Err(err(format!("timed out after {:?}", self.timeout))),
+        }
+    }
+
+    /// The request for `method path` with an optional `(body, content type)`.
+    fn build(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<Request<Full<Bytes>>, SecurityError> {
+        let url = self.url(path);
+        let err = |reason: String| SecurityError::Http {
+            method: method.to_string(),
+            url: url.clone(),
+            reason,
+        };
         if !path.starts_with('/') {
             return Err(SecurityError::InvalidUrl {
                 url: path.to_string(),
@@ -213,15 +236,9 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        let request = builder
+        builder
             .body(Full::new(payload))
-            .map_err(|e| err(e.to_string()))?;
-
-        tracing::debug!(%method, %url, "management API request");
-        match tokio::time::timeout(self.timeout, self.exchange(request, &method, &url)).await {
-            Ok(result) => result,
-            Err(_) => Err(err(format!("timed out after {:?}", self.timeout))),
-        }
+            .map_err(|e| err(e.to_string()))
     }
 
     /// `GET path`, expecting a 2xx JSON response.
@@ -288,33 +305,88 @@ impl ApiClient {
         )
     }
 
+    /// `GET path`, streaming a 2xx body into `out` as it arrives, with `progress(received,
+    /// total)` after each chunk (`total` from `content-length`). Returns the bytes received.
+    /// The host may take long before it answers (a recall from the cloud): the answer may take
+    /// up to [`DOWNLOAD_ANSWER_TIME`], then each chunk the client's time limit.
+    pub async fn download<W>(
+        &self,
+        path: &str,
+        out: &mut W,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, SecurityError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let method = Method::GET;
+        let url = self.url(path);
+        let err = |reason: String| SecurityError::Http {
+            method: method.to_string(),
+            url: url.clone(),
+            reason,
+        };
+        let request = self.build(&method, path, None)?;
+        let response = tokio::time::timeout(
+            DOWNLOAD_ANSWER_TIME.max(self.timeout),
+            self.open(request, &method, &url),
+        )
+        .await
+        .map_err(|_| err(format!("no answer within {DOWNLOAD_ANSWER_TIME:?}")))??;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), ERROR_BODY_CHARS * 4)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(SecurityError::Status {
+                method: method.to_string(),
+                url,
+                status,
+                body: body.chars().take(ERROR_BODY_CHARS).collect(),
+            });
+        }
+        let total = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        progress(0, total);
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| err(format!("the body stalled for {:?}", self.timeout)))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| err(format!("reading the response: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| err(format!("writing what was received: {e}")))?;
+                received += data.len() as u64;
+                progress(received, total);
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| err(format!("writing what was received: {e}")))?;
+        if let Some(total) = total.filter(|&t| t != received) {
+            return Err(err(format!(
+                "the body ended after {received} of {total} bytes"
+            )));
+        }
+        Ok(received)
+    }
+
     async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
         method: &Method,
         url: &str,
     ) -> Result<ApiResponse, SecurityError> {
-        let addr = format!("{}:{}", self.authority.to_str().unwrap_or("?"), self.port);
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| SecurityError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
-        let http_err = |e: hyper::Error| SecurityError::Http {
-            method: method.to_string(),
-            url: url.to_string(),
-            reason: e.to_string(),
-        };
-        let response = match &self.tls {
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| handshake_error(name, e))?;
-                send(tls, request).await.map_err(http_err)?
-            }
-            None => send(tcp, request).await.map_err(http_err)?,
-        };
-
+        let response = self.open(request, method, url).await?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -336,6 +408,36 @@ impl ApiClient {
             body,
             content_type,
         })
+    }
+
+    /// Connects, sends `request` and returns the response with its body still to read.
+    async fn open(
+        &self,
+        request: Request<Full<Bytes>>,
+        method: &Method,
+        url: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, SecurityError> {
+        let addr = format!("{}:{}", self.authority.to_str().unwrap_or("?"), self.port);
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| SecurityError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let http_err = |e: hyper::Error| SecurityError::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        let response = match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| handshake_error(name, e))?;
+                send(tls, request).await.map_err(http_err)?
+            }
+            None => send(tcp, request).await.map_err(http_err)?,
+        };
+        Ok(response)
     }
 }
 
