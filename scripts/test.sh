@@ -39,6 +39,7 @@ need htpasswd apache2-utils "bcrypt htpasswd entries for the authenticated regis
 need node nodejs "runs Azurite, the Azure Blob emulator of the storage tests"
 need npm npm "installs Azurite (scripts/azurite.sh, into target/azurite)"
 scripts/azurite.sh >/dev/null   # once, before tests that start it run in parallel
+scripts/moto.sh >/dev/null      # moto's S3 server for the s3:// target tests, likewise
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 

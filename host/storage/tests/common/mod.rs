@@ -305,3 +305,100 @@ pub fn assert_no_completed_part_resent(log: &[outpost_storage::PartEvent]) {
         }
     }
 }
+
+/// A share on S3 at `http://127.0.0.1:{port}` (an S3-compatible server), path-style requests.
+pub fn s3_spec(name: &str, root: &Path, port: u16, bucket: &str, prefix: &str) -> ShareSpec {
+    let mut options = BTreeMap::new();
+    options.insert("aws_endpoint".into(), format!("http://127.0.0.1:{port}"));
+    options.insert("aws_allow_http".into(), "true".into());
+    options.insert("aws_region".into(), "us-east-1".into());
+    options.insert("aws_access_key_id".into(), "outpost-test".into());
+    options.insert("aws_secret_access_key".into(), "outpost-test-secret".into());
+    options.insert("aws_virtual_hosted_style_request".into(), "false".into());
+    ShareSpec {
+        name: name.into(),
+        root: root.to_path_buf(),
+        kind: ShareKind::CloudTiered,
+        target: format!("s3://{bucket}/{prefix}"),
+        target_options: options,
+        quota_bytes: 1 << 40,
+    }
+}
+
+/// The `moto_server` launcher: `$MOTO_SERVER` if set, else what `scripts/moto.sh` (installing
+/// it into target/s3env when missing) prints. Panics with install instructions when neither
+/// works: these tests never skip.
+pub fn moto_launcher() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let script = repo_root().join("scripts/moto.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "moto's S3 server is required for these tests and could not be installed: run \
+         `scripts/moto.sh` (python3 with venv and pip), or point MOTO_SERVER at a moto_server."
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A running S3-compatible server (moto, in memory); killed on drop.
+pub struct MotoS3 {
+    child: Child,
+    pub port: u16,
+}
+
+impl MotoS3 {
+    /// Starts moto's server on a free loopback port and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut child = Command::new(moto_launcher())
+            .args(["-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto_server: {e}; run scripts/moto.sh"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("moto_server exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        MotoS3 { child, port }
+    }
+
+    /// Creates a bucket (path-style `PUT /bucket`).
+    pub fn create_bucket(&self, bucket: &str) {
+        let request = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        assert!(
+            status.contains(" 200 "),
+            "creating bucket {bucket} failed: {response}"
+        );
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
