@@ -96,44 +96,20 @@ pub async fn run(api: &ApiArgs, command: ShareCommand) -> Result<ExitCode> {
     let client = api.client()?;
     match command {
         ShareCommand::Refresh { share } => {
-            let spinner = spinner(format!("refreshing {share} from its cloud copy"));
-            let resp = client
-                .clone()
-                .with_timeout(Duration::from_secs(3600))
-                .request(
-                    http::Method::POST,
-                    &format!("/v1/shares/{}/refresh", encode(&share)),
-                    None,
-                )
-                .await;
-            spinner.finish_and_clear();
-            let resp = resp?;
-            if !resp.is_success() {
-                return Err(fail_with(&resp));
-            }
-            let report: serde_json::Value = serde_json::from_slice(&resp.body)?;
+            let report = post_report(
+                &client,
+                &share,
+                "refresh",
+                format!("refreshing {share} from its cloud copy"),
+            )
+            .await?;
             println!(
                 "{share}: refreshed: {} added, {} already known, {} skipped",
                 report["added"], report["known"], report["skipped"]
             );
         }
         ShareCommand::Sync { share } => {
-            let spinner = spinner(format!("syncing {share}"));
-            let resp = client
-                .clone()
-                .with_timeout(Duration::from_secs(3600))
-                .request(
-                    http::Method::POST,
-                    &format!("/v1/shares/{}/sync", encode(&share)),
-                    None,
-                )
-                .await;
-            spinner.finish_and_clear();
-            let resp = resp?;
-            if !resp.is_success() {
-                return Err(fail_with(&resp));
-            }
-            let report: serde_json::Value = serde_json::from_slice(&resp.body)?;
+            let report = post_report(&client, &share, "sync", format!("syncing {share}")).await?;
             println!(
                 "{share}: synced: {} uploaded, {} deferred, {} failed",
                 report["uploaded"], report["deferred"], report["failed"]
@@ -215,6 +191,31 @@ async fn get(
         target.display()
     );
     Ok(())
+}
+
+/// `POST /v1/shares/{share}/{operation}` under a spinner; the JSON report it answers.
+async fn post_report(
+    client: &outpost_security::ApiClient,
+    share: &str,
+    operation: &str,
+    message: String,
+) -> Result<serde_json::Value> {
+    let spinner = spinner(message);
+    let resp = client
+        .clone()
+        .with_timeout(Duration::from_secs(3600))
+        .request(
+            http::Method::POST,
+            &format!("/v1/shares/{}/{operation}", encode(share)),
+            None,
+        )
+        .await;
+    spinner.finish_and_clear();
+    let resp = resp?;
+    if !resp.is_success() {
+        return Err(fail_with(&resp));
+    }
+    serde_json::from_slice(&resp.body).context("the report is not JSON")
 }
 
 fn spinner(message: String) -> ProgressBar {

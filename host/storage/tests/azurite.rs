@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Azurite, azure_spec, data, fast_options, sha256_hex};
-use outpost_storage::{FileState, Share, SharePath};
+use outpost_storage::{Share, SharePath};
 
 fn p(s: &str) -> SharePath {
     SharePath::new(s).unwrap()
@@ -16,111 +16,12 @@ fn p(s: &str) -> SharePath {
 async fn files_round_trip_through_azure_blob_with_equal_digests() {
     let azurite = Azurite::start_in_memory();
     azurite.create_container("edge");
-    let root = tempfile::tempdir().unwrap();
-    let share = Share::open(
-        azure_spec("cams", root.path(), azurite.port, "edge", "site-1"),
-        fast_options(8 * 1024 * 1024),
+    common::round_trip(
+        |root| azure_spec("cams", root, azurite.port, "edge", "site-1"),
+        8 * 1024 * 1024,
+        40 * 1024 * 1024,
     )
-    .await
-    .unwrap();
-
-    let small = data(1, 300_000);
-    let large = data(2, 40 * 1024 * 1024);
-    share
-        .write(&p("small.bin"), Bytes::from(small.clone()))
-        .await
-        .unwrap();
-    share
-        .write(&p("clips/large.bin"), Bytes::from(large.clone()))
-        .await
-        .unwrap();
-    share.write(&p("empty"), Bytes::new()).await.unwrap();
-
-    let report = share.sync_once().await.unwrap();
-    assert_eq!(report.uploaded, 3, "{report:?}");
-    let stats = share.stats().unwrap();
-    assert_eq!(stats.parts_sent, 5, "40 MiB in 8 MiB parts is five parts");
-    assert_eq!(stats.files_synced, 3);
-    let e = share.entry(&p("clips/large.bin")).unwrap().unwrap();
-    assert_eq!(e.sha256.as_deref(), Some(sha256_hex(&large).as_str()));
-    assert!(share.uploads_in_progress().unwrap().is_empty());
-
-    share.evict(&p("small.bin")).await.unwrap();
-    share.evict(&p("clips/large.bin")).await.unwrap();
-    assert_eq!(
-        std::fs::metadata(root.path().join("clips/large.bin"))
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        share.stats().unwrap().bytes_evicted,
-        (small.len() + large.len()) as u64
-    );
-
-    // A range of a large evicted file comes by ranged GET and leaves it evicted.
-    let range = share
-        .read_range(&p("clips/large.bin"), 9_000_000..9_100_000)
-        .await
-        .unwrap();
-    assert_eq!(&range[..], &large[9_000_000..9_100_000]);
-    assert_eq!(
-        share.entry(&p("clips/large.bin")).unwrap().unwrap().state,
-        FileState::Evicted
-    );
-    assert_eq!(share.stats().unwrap().range_downloads, 1);
-
-    // Whole recalls are verified against the journal's digest.
-    assert_eq!(
-        sha256_hex(&share.read(&p("small.bin")).await.unwrap()),
-        sha256_hex(&small)
-    );
-    assert_eq!(
-        sha256_hex(&share.read(&p("clips/large.bin")).await.unwrap()),
-        sha256_hex(&large)
-    );
-    assert_eq!(
-        share.entry(&p("clips/large.bin")).unwrap().unwrap().state,
-        FileState::Synced
-    );
-
-    // Another appliance (another root) sees the objects after a refresh, as stubs.
-    let root2 = tempfile::tempdir().unwrap();
-    let other = Share::open(
-        azure_spec("cams", root2.path(), azurite.port, "edge", "site-1"),
-        fast_options(8 * 1024 * 1024),
-    )
-    .await
-    .unwrap();
-    let refresh = other.refresh().await.unwrap();
-    assert_eq!(refresh.added, 3, "{refresh:?}");
-    let stub = other.entry(&p("small.bin")).unwrap().unwrap();
-    assert_eq!(stub.state, FileState::Evicted);
-    assert_eq!(
-        stub.sha256.as_deref(),
-        Some(sha256_hex(&small).as_str()),
-        "single-PUT objects carry their digest as metadata"
-    );
-    assert_eq!(
-        std::fs::metadata(root2.path().join("small.bin"))
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        sha256_hex(&other.read(&p("small.bin")).await.unwrap()),
-        sha256_hex(&small)
-    );
-    assert_eq!(
-        sha256_hex(&other.read(&p("clips/large.bin")).await.unwrap()),
-        sha256_hex(&large)
-    );
-    assert_eq!(other.read(&p("empty")).await.unwrap().len(), 0);
-    assert_eq!(
-        other.refresh().await.unwrap().added,
-        0,
-        "nothing new the second time"
-    );
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
