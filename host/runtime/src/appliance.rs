@@ -725,6 +725,11 @@ impl Appliance {
                 .warnings
                 .push("shares changed: takes effect when the host restarts".into());
         }
+        if manifest.host.tls != current.host.tls && self.http_addr().is_some() {
+            report.warnings.push(
+                "host.tls changed (names, CA bundle, alerts, ACME, client certificates): takes effect when the host restarts".into(),
+            );
+        }
         if manifest.host.api != current.host.api && self.http_addr().is_some() {
             report
                 .warnings

@@ -423,6 +423,23 @@ async fn client_certificates_authenticate_with_their_mapped_role_and_others_do_n
     .await
     .unwrap();
     assert_eq!(resp.status, 401, "{}", resp.text());
+
+    // Client certificate settings are read when the API starts: an apply says so.
+    let resp = host
+        .admin()
+        .put(
+            "/v1/manifest?dry_run=true",
+            b"[host.tls.client_auth]\nca = \"clients.pem\"\nrequired = true\n".to_vec(),
+            "application/toml",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        resp.text().contains("host.tls changed") && resp.text().contains("restarts"),
+        "{}",
+        resp.text()
+    );
     host.app.shutdown().await;
 }
 
