@@ -126,7 +126,8 @@ evaluate_s = 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_go_in_and_out_of_a_share_through_the_api_and_unsafe_paths_are_refused() {
+async fn files_go_in_and_out_of_a_share_through_the_api_and_unsafe_and_oversized_paths_are_refused()
+{
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outpost.toml");
     std::fs::write(
@@ -195,6 +196,25 @@ async fn files_go_in_and_out_of_a_share_through_the_api_and_unsafe_paths_are_ref
             .unwrap();
         assert_eq!(resp.status, 400, "{bad}: {}", resp.text());
     }
+    // A path of 60,000 bytes (near the longest URI a client can send) is refused as a path,
+    // nothing is written and the host keeps serving.
+    let long = format!("/v1/shares/drop/files/{}", "a/".repeat(30_000));
+    let resp = client
+        .put(&long, b"x".to_vec(), "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("drop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, ["line 1"]);
+    let health = client
+        .request(http::Method::GET, "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200);
     // A full edge-local share refuses, and keeps what it had.
     let resp = client
         .put(
