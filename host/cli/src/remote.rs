@@ -157,21 +157,31 @@ pub(crate) fn fail_with(resp: &outpost_security::ApiResponse) -> anyhow::Error {
     anyhow::anyhow!("the host answered {}: {message}", resp.status)
 }
 
-/// `outpost status`: a table of every plugin.
-pub async fn status(api: &ApiArgs, json: bool) -> Result<ExitCode> {
-    let client = api.client()?;
-    let resp = client
-        .request(http::Method::GET, "/v1/status", None)
-        .await?;
+/// `GET path` of the API for a listing command: with `json` the answer is printed as it came
+/// and `None` returned; otherwise the parsed answer, for the command's table.
+pub(crate) async fn fetch_listing(
+    api: &ApiArgs,
+    path: &str,
+    json: bool,
+) -> Result<Option<serde_json::Value>> {
+    let resp = api.client()?.request(http::Method::GET, path, None).await?;
     if !resp.is_success() {
         return Err(fail_with(&resp));
     }
     if json {
         println!("{}", String::from_utf8_lossy(&resp.body));
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
-    let status: serde_json::Value =
-        serde_json::from_slice(&resp.body).context("status is not JSON")?;
+    let value =
+        serde_json::from_slice(&resp.body).with_context(|| format!("{path} is not JSON"))?;
+    Ok(Some(value))
+}
+
+/// `outpost status`: a table of every plugin.
+pub async fn status(api: &ApiArgs, json: bool) -> Result<ExitCode> {
+    let Some(status) = fetch_listing(api, "/v1/status", json).await? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
         "host {} (outpost {}), up {}s",
         status["host"].as_str().unwrap_or("?"),

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::remote::{ApiArgs, encode, fail_with};
+use crate::remote::{ApiArgs, encode, fail_with, fetch_listing};
 
 /// What `outpost share` does.
 #[derive(Subcommand)]
@@ -41,19 +41,9 @@ pub enum ShareCommand {
 
 /// `outpost shares`: a table of every share.
 pub async fn list(api: &ApiArgs, json: bool) -> Result<ExitCode> {
-    let client = api.client()?;
-    let resp = client
-        .request(http::Method::GET, "/v1/shares", None)
-        .await?;
-    if !resp.is_success() {
-        return Err(fail_with(&resp));
-    }
-    if json {
-        println!("{}", String::from_utf8_lossy(&resp.body));
+    let Some(shares) = fetch_listing(api, "/v1/shares", json).await? else {
         return Ok(ExitCode::SUCCESS);
-    }
-    let shares: serde_json::Value =
-        serde_json::from_slice(&resp.body).context("the share list is not JSON")?;
+    };
     println!(
         "{:<16} {:<13} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  ERROR",
         "SHARE", "KIND", "LOCAL", "UNSYNCED", "SYNCED", "EVICTED", "QUEUE", "RATE", "LIMIT"

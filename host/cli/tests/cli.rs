@@ -11,6 +11,31 @@ fn outpost() -> Command {
     c
 }
 
+/// What `outpost up` prints until it says how to stop it (at most a minute).
+fn read_banner(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
+    let mut banner = String::new();
+    let started = Instant::now();
+    while !banner.contains("stop with ctrl-c") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no banner: {banner}"
+        );
+        banner.push_str(&lines.next().unwrap().unwrap());
+        banner.push('\n');
+    }
+    banner
+}
+
+/// The management API's URL from `outpost up`'s banner.
+fn api_url(banner: &str) -> String {
+    banner
+        .split("api:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no api: in {banner}"))
+        .to_string()
+}
+
 #[test]
 fn version_prints_the_package_version() {
     let out = outpost().arg("--version").output().unwrap();
@@ -129,16 +154,7 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    let started = Instant::now();
-    while !banner.contains("stop with ctrl-c") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no banner: {banner}"
-        );
-        banner.push_str(&lines.next().unwrap().unwrap());
-        banner.push('\n');
-    }
+    let banner = read_banner(&mut lines);
     assert!(banner.contains("host `outpost-demo` is up"), "{banner}");
     assert!(
         banner.contains("echo") && banner.contains("pipeline") && banner.contains("running"),
@@ -172,12 +188,7 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.contains("hello from outpost: GET /hello\n"), "{resp}");
     // On the box, the CLI finds the admin token and the device CA in the data directory.
-    let api = banner
-        .split("api:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let api = api_url(&banner);
     assert!(api.starts_with("https://127.0.0.1:"), "{banner}");
     let status = outpost()
         .args(["status", "--api", &api, "--host-data-dir"])
@@ -353,22 +364,8 @@ fn shares_lists_refresh_pulls_cloud_objects_and_get_recalls_a_file_to_disk() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    let started = Instant::now();
-    while !banner.contains("stop with ctrl-c") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no banner: {banner}"
-        );
-        banner.push_str(&lines.next().unwrap().unwrap());
-        banner.push('\n');
-    }
-    let api = banner
-        .split("api:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let banner = read_banner(&mut lines);
+    let api = api_url(&banner);
     let run = |args: &[&str]| {
         let out = outpost()
             .args(args)

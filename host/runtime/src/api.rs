@@ -673,17 +673,15 @@ async fn handle(
                 .and_then(bearer_token);
             // A token, when given, must be valid: it is never silently replaced by the
             // connection's certificate.
+            const NEED_TOKEN: &str =
+                "a valid bearer token is required (Authorization: Bearer <token>)";
             let identity = match (token, certificate) {
-                (Some(t), _) => state.tokens.verify(t).ok_or_else(|| {
-                    "a valid bearer token is required (Authorization: Bearer <token>)".to_string()
-                }),
+                (Some(t), _) => state.tokens.verify(t).ok_or_else(|| NEED_TOKEN.to_string()),
                 (None, Some(Ok(identity))) => Ok(identity.clone()),
                 (None, Some(Err(reason))) => Err(format!(
                     "{reason}; send a bearer token (Authorization: Bearer <token>)"
                 )),
-                (None, None) => Err(
-                    "a valid bearer token is required (Authorization: Bearer <token>)".to_string(),
-                ),
+                (None, None) => Err(NEED_TOKEN.to_string()),
             };
             let identity = match identity {
                 Ok(identity) => identity,
@@ -804,30 +802,8 @@ async fn handle(
             }
         }
         Handler::Shares => json_response(StatusCode::OK, &app.shares()),
-        Handler::ShareRefresh | Handler::ShareSync => {
-            let Some(running) = app.share(&params[0]) else {
-                return error(StatusCode::NOT_FOUND, format!("no share `{}`", params[0]));
-            };
-            if ep.handler == Handler::ShareSync {
-                return match running.share().sync_once().await {
-                    Ok(report) => json_response(StatusCode::OK, &report),
-                    Err(e) => error(StatusCode::BAD_GATEWAY, e),
-                };
-            }
-            if running.share().spec().kind == outpost_storage::ShareKind::EdgeLocal {
-                return error(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "share `{}` is edge-local: it has no cloud copy to refresh from",
-                        params[0]
-                    ),
-                );
-            }
-            match running.share().refresh().await {
-                Ok(report) => json_response(StatusCode::OK, &report),
-                Err(e) => error(StatusCode::BAD_GATEWAY, e),
-            }
-        }
+        Handler::ShareRefresh => refresh_share(app, &params[0]).await,
+        Handler::ShareSync => sync_share(app, &params[0]).await,
         Handler::PutFile => put_file(app, &params[0], &params[1], req).await,
         Handler::GetFile => get_file(app, &params[0], &params[1], &req).await,
         Handler::ListFiles => list_files(app, &params[0], &req),
@@ -873,14 +849,52 @@ fn share_path(share: &str, path: &str) -> Result<outpost_storage::SharePath, Box
     })
 }
 
+/// The running share `share`, or a 404 naming it.
+fn running_share(
+    app: &Arc<Appliance>,
+    share: &str,
+) -> Result<Arc<crate::shares::RunningShare>, Box<Response<Body>>> {
+    app.share(share)
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no share `{share}`"))))
+}
+
+async fn refresh_share(app: &Arc<Appliance>, share: &str) -> Response<Body> {
+    let running = match running_share(app, share) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if running.share().spec().kind == outpost_storage::ShareKind::EdgeLocal {
+        return error(
+            StatusCode::CONFLICT,
+            format!("share `{share}` is edge-local: it has no cloud copy to refresh from"),
+        );
+    }
+    match running.share().refresh().await {
+        Ok(report) => json_response(StatusCode::OK, &report),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+async fn sync_share(app: &Arc<Appliance>, share: &str) -> Response<Body> {
+    let running = match running_share(app, share) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match running.share().sync_once().await {
+        Ok(report) => json_response(StatusCode::OK, &report),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
 async fn put_file(
     app: &Arc<Appliance>,
     share: &str,
     path: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(running) = app.share(share) else {
-        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    let running = match running_share(app, share) {
+        Ok(r) => r,
+        Err(r) => return *r,
     };
     let path = match share_path(share, path) {
         Ok(p) => p,
@@ -923,8 +937,9 @@ async fn get_file(
     path: &str,
     req: &Request<Incoming>,
 ) -> Response<Body> {
-    let Some(running) = app.share(share) else {
-        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    let running = match running_share(app, share) {
+        Ok(r) => r,
+        Err(r) => return *r,
     };
     let path = match share_path(share, path) {
         Ok(p) => p,
@@ -965,8 +980,9 @@ async fn get_file(
 }
 
 fn list_files(app: &Arc<Appliance>, share: &str, req: &Request<Incoming>) -> Response<Body> {
-    let Some(running) = app.share(share) else {
-        return error(StatusCode::NOT_FOUND, format!("no share `{share}`"));
+    let running = match running_share(app, share) {
+        Ok(r) => r,
+        Err(r) => return *r,
     };
     let prefix = query_param(req, "prefix").unwrap_or_default();
     let entries = match running.share().entries() {

@@ -185,7 +185,7 @@ impl ApiClient {
             url: url.clone(),
             reason,
         };
-        let request = self.build(&method, path, body)?;
+        let request = self.build(&method, path, &url, body)?;
         tracing::debug!(%method, %url, "management API request");
         match tokio::time::timeout(self.timeout, self.exchange(request, &method, &url)).await {
             Ok(result) => result,
@@ -193,17 +193,18 @@ impl ApiClient {
         }
     }
 
-    /// The request for `method path` with an optional `(body, content type)`.
+    /// The request for `method path` (`url` is [`ApiClient::url`] of it, for errors) with an
+    /// optional `(body, content type)`.
     fn build(
         &self,
         method: &Method,
         path: &str,
+        url: &str,
         body: Option<(Vec<u8>, &str)>,
     ) -> Result<Request<Full<Bytes>>, SecurityError> {
-        let url = self.url(path);
         let err = |reason: String| SecurityError::Http {
             method: method.to_string(),
-            url: url.clone(),
+            url: url.to_string(),
             reason,
         };
         if !path.starts_with('/') {
@@ -288,12 +289,17 @@ impl ApiClient {
         if response.is_success() {
             return Ok(response);
         }
-        Err(SecurityError::Status {
+        Err(self.status_error(method, path, &response))
+    }
+
+    /// The `Status` error for a non-2xx `response` to `method path`, with the start of its body.
+    fn status_error(&self, method: &Method, path: &str, response: &ApiResponse) -> SecurityError {
+        SecurityError::Status {
             method: method.to_string(),
             url: self.url(path),
             status: response.status,
             body: response.text().chars().take(ERROR_BODY_CHARS).collect(),
-        })
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -326,7 +332,7 @@ impl ApiClient {
             url: url.clone(),
             reason,
         };
-        let request = self.build(&method, path, None)?;
+        let request = self.build(&method, path, &url, None)?;
         let response = tokio::time::timeout(
             DOWNLOAD_ANSWER_TIME.max(self.timeout),
             self.open(request, &method, &url),
@@ -334,18 +340,19 @@ impl ApiClient {
         .await
         .map_err(|_| err(format!("no answer within {DOWNLOAD_ANSWER_TIME:?}")))??;
         if !response.status().is_success() {
+            // Only the start of an error body is kept, so only that much is read.
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), ERROR_BODY_CHARS * 4)
                 .collect()
                 .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .map(|b| b.to_bytes().to_vec())
                 .unwrap_or_default();
-            return Err(SecurityError::Status {
-                method: method.to_string(),
-                url,
+            let answer = ApiResponse {
                 status,
-                body: body.chars().take(ERROR_BODY_CHARS).collect(),
-            });
+                body,
+                content_type: None,
+            };
+            return Err(self.status_error(&method, path, &answer));
         }
         let total = response
             .headers()

@@ -97,25 +97,33 @@ pub fn repo_root() -> PathBuf {
 /// (installing it into target/azurite when missing) prints. Panics with install instructions
 /// when neither works: these tests never skip.
 pub fn azurite_launcher() -> PathBuf {
-    if let Some(p) = std::env::var_os("AZURITE_BLOB") {
+    installed_launcher(
+        "AZURITE_BLOB",
+        "scripts/azurite.sh",
+        "Azurite is required for these tests and could not be installed. Install node and npm \
+         (`apt-get install -y nodejs npm`), then run `scripts/azurite.sh` (it installs the npm \
+         package `azurite` into target/azurite), or point AZURITE_BLOB at an azurite-blob launcher.",
+    )
+}
+
+/// A service's launcher: the path in `$env` if set, else the last line `script` (which installs
+/// the service when missing) prints. Panics with `help` when neither works.
+fn installed_launcher(env: &str, script: &str, help: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    let script = repo_root().join("scripts/azurite.sh");
+    let script = repo_root().join(script);
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "Azurite is required for these tests and could not be installed. Install node and npm \
-         (`apt-get install -y nodejs npm`), then run `scripts/azurite.sh` (it installs the npm \
-         package `azurite` into target/azurite), or point AZURITE_BLOB at an azurite-blob launcher."
-    );
+    assert!(out.status.success(), "{help}");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
         Path::new(&path).exists(),
-        "scripts/azurite.sh printed {path:?}, which does not exist; run scripts/azurite.sh"
+        "{} printed {path:?}, which does not exist; run it by hand",
+        script.display()
     );
     PathBuf::from(path)
 }
@@ -330,21 +338,12 @@ pub fn s3_spec(name: &str, root: &Path, port: u16, bucket: &str, prefix: &str) -
 /// it into target/s3env when missing) prints. Panics with install instructions when neither
 /// works: these tests never skip.
 pub fn moto_launcher() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let script = repo_root().join("scripts/moto.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
+    installed_launcher(
+        "MOTO_SERVER",
+        "scripts/moto.sh",
         "moto's S3 server is required for these tests and could not be installed: run \
-         `scripts/moto.sh` (python3 with venv and pip), or point MOTO_SERVER at a moto_server."
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+         `scripts/moto.sh` (python3 with venv and pip), or point MOTO_SERVER at a moto_server.",
+    )
 }
 
 /// A running S3-compatible server (moto, in memory); killed on drop.
