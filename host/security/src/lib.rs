@@ -23,6 +23,7 @@ mod identity;
 mod manager;
 mod resolver;
 mod tokens;
+mod ui_password;
 
 pub use acme::{AcmeConfig, HTTP01_PREFIX, Http01Challenges};
 pub use certs::{CertError, CertInfo, CertSource};
@@ -39,6 +40,11 @@ pub use resolver::HotResolver;
 pub use tokens::{
     ADMIN_TOKEN_FILE, Access, Identity, Role, TOKENS_FILE, TokenInfo, TokenStore, bearer_token,
     ensure_admin,
+};
+
+pub use ui_password::{
+    MIN_PASSWORD_LEN, PasswordChangeError, PasswordCheck, UI_ADMIN_USER, UI_INITIAL_PASSWORD_FILE,
+    UI_PASSWORD_FILE, UiPassword, random_secret,
 };
 
 /// The rustls version this crate is built on, so servers build configs with the same types.
