@@ -38,6 +38,8 @@ need docker-registry docker-registry "OCI registry for the update-control tests"
 need htpasswd apache2-utils "bcrypt htpasswd entries for the authenticated registry"
 need node nodejs "runs Azurite, the Azure Blob emulator of the storage tests"
 need npm npm "installs Azurite (scripts/azurite.sh, into target/azurite)"
+need /usr/bin/chromium chromium "headless browser for the web UI tests"
+need chromedriver chromium-driver "WebDriver for the web UI tests"
 scripts/azurite.sh >/dev/null   # once, before tests that start it run in parallel
 scripts/moto.sh >/dev/null      # moto's S3 server for the s3:// target tests, likewise
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt

@@ -68,6 +68,22 @@ enum Command {
         /// The plugin.
         plugin: String,
     },
+    /// Download a support bundle from a running host (status, alerts, metrics, recent log,
+    /// versions, the manifest with secrets redacted) as a .tar.gz.
+    Diagnostics {
+        /// Where to write it (default: the name the host gives, in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Restart a running host gracefully (plugins drain, journals flush), or one plugin in place.
+    Restart {
+        /// Restart only this plugin: a fresh instance of its version takes over.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Confirm a host restart: nothing restarts without it.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show every share of a running host: bytes per state, upload queue, rate and limit.
     Shares {
         /// Print the API's JSON instead of a table.
@@ -297,13 +313,18 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // The host keeps its recent log in memory too, for the web UI, /v1/logs and support
+    // bundles.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(outpost_runtime::logs::layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+    };
 }
 
 async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
@@ -312,6 +333,8 @@ async fn run(command: Command, api: remote::ApiArgs) -> Result<ExitCode> {
         Command::Status { json } => remote::status(&api, json).await,
         Command::Apply { file, dry_run } => remote::apply(&api, &file, dry_run).await,
         Command::Rollback { plugin } => remote::rollback(&api, &plugin).await,
+        Command::Diagnostics { output } => remote::diagnostics(&api, output.as_deref()).await,
+        Command::Restart { plugin, yes } => remote::restart(&api, plugin.as_deref(), yes).await,
         Command::Shares { json } => shares::list(&api, json).await,
         Command::Share(cmd) => shares::run(&api, cmd).await,
         Command::Token(cmd) => token(cmd),
@@ -431,12 +454,33 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     if let Some(reading) = demo::read_sample(&appliance, Duration::from_secs(300)).await {
         print_ocr(reading, &appliance);
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    let restart_by = tokio::select! {
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("waiting for ctrl-c")?;
+            None
+        }
+        who = appliance.restart_requested() => Some(who),
+    };
     eprintln!("outpost: stopping");
     appliance.shutdown().await;
+    if let Some(who) = restart_by {
+        eprintln!("outpost: restarting ({who} asked)");
+        return Err(restart_process());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces this process with a fresh `outpost` of the same arguments; returns only on failure.
+fn restart_process() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::anyhow!("cannot restart: the binary's path is unknown: {e}"),
+    };
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("cannot restart {}: {err}", exe.display())
 }
 
 /// Fetches the model files the manifest names under `<data-dir>/models` and lacks. A failure is
@@ -499,6 +543,17 @@ fn print_started(appliance: &Arc<Appliance>, api: &outpost_runtime::api::ApiInfo
     );
     if let Some(ca) = &api.ca_path {
         println!("  api ca:    {}", ca.display());
+    }
+    match &api.ui_initial_password {
+        Some(password) => println!(
+            "  web ui:    {}  (user admin, first-login password {password}; you choose a new one \
+             at the first login)",
+            api.ui_url()
+        ),
+        None => println!(
+            "  web ui:    {}  (user admin and your password, or an API token)",
+            api.ui_url()
+        ),
     }
     let token = data_dir.join(outpost_security::ADMIN_TOKEN_FILE);
     if api.new_admin_token.is_some() {

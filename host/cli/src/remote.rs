@@ -314,6 +314,50 @@ pub async fn rollback(api: &ApiArgs, plugin: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `outpost diagnostics`: downloads a support bundle.
+pub async fn diagnostics(api: &ApiArgs, output: Option<&Path>) -> Result<ExitCode> {
+    let client = api.client()?;
+    let resp = client
+        .request(http::Method::GET, "/v1/diagnostics", None)
+        .await?;
+    if !resp.is_success() {
+        return Err(fail_with(&resp));
+    }
+    let default_name = format!(
+        "outpost-diagnostics-{}.tar.gz",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    let path = output.map_or_else(|| PathBuf::from(default_name), Path::to_path_buf);
+    std::fs::write(&path, &resp.body).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "support bundle written to {} ({} bytes)",
+        path.display(),
+        resp.body.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outpost restart`: restarts the host, or one plugin.
+pub async fn restart(api: &ApiArgs, plugin: Option<&str>, yes: bool) -> Result<ExitCode> {
+    let client = api.client()?;
+    let path = match plugin {
+        Some(p) => format!("/v1/plugins/{}/restart", encode(p)),
+        None if !yes => {
+            anyhow::bail!("restarting the host stops every plugin for a few seconds; run again with --yes")
+        }
+        None => "/v1/restart".to_string(),
+    };
+    let resp = client.request(http::Method::POST, &path, None).await?;
+    if !resp.is_success() {
+        return Err(fail_with(&resp));
+    }
+    match plugin {
+        Some(p) => println!("{p} restarted"),
+        None => println!("host restarting"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Percent-encodes everything but unreserved characters and `/`.
 pub(crate) fn encode(text: &str) -> String {
     text.bytes()

@@ -61,6 +61,10 @@ enum Handler {
     PutFile,
     GetFile,
     ListFiles,
+    RestartPlugin,
+    Restart,
+    Logs,
+    Diagnostics,
 }
 
 /// One route of the API.
@@ -185,6 +189,50 @@ pub const ENDPOINTS: &[Endpoint] = &[
         produces: "application/json",
         consumes: None,
         handler: Handler::Rollback,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/plugins/{name}/restart",
+        access: Some(Access::Write),
+        summary: "Restart a plugin in place: a fresh instance of its desired version takes over without refusing a call",
+        responses: &[
+            (200, "restarted; the plugin's status"),
+            (404, "no such plugin"),
+            (409, "the plugin cannot be restarted now (a job, failed, rolled back, in a canary)"),
+        ],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::RestartPlugin,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v1/restart",
+        access: Some(Access::Write),
+        summary: "Restart the host gracefully: plugins drain, journals flush, the process starts again with the same arguments",
+        responses: &[(202, "restarting")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Restart,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/logs",
+        access: Some(Access::Read),
+        summary: "The host's recent log records, newest last; query `level` (at least), `plugin`, `limit`",
+        responses: &[(200, "log records"), (400, "unknown level")],
+        produces: "application/json",
+        consumes: None,
+        handler: Handler::Logs,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/diagnostics",
+        access: Some(Access::Read),
+        summary: "A support bundle (tar.gz): status, alerts, system use, metrics, recent log, versions, the manifest with secrets redacted",
+        responses: &[(200, "the bundle")],
+        produces: "application/gzip",
+        consumes: None,
+        handler: Handler::Diagnostics,
     },
     Endpoint {
         method: "POST",
@@ -434,6 +482,7 @@ impl Tokens {
 struct ApiState {
     appliance: Arc<Appliance>,
     tokens: Tokens,
+    ui: Arc<crate::webui::WebUi>,
 }
 
 /// Where the management API ended up listening.
@@ -449,6 +498,16 @@ pub struct ApiInfo {
     pub ca_path: Option<PathBuf>,
     /// The operator token created on first start, if this start created it.
     pub new_admin_token: Option<String>,
+    /// The web UI's first-login password while it has not been changed.
+    pub ui_initial_password: Option<String>,
+}
+
+impl ApiInfo {
+    /// The web UI's address.
+    pub fn ui_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/ui/", self.addr)
+    }
 }
 
 /// Starts the management API for `appliance` on `listen` (TLS with the device identity under
@@ -516,12 +575,16 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| RuntimeError::Service(format!("api listener: {e}")))?;
+    let (ui, _) = crate::webui::WebUi::new(&data_dir, tls);
+    let ui = Arc::new(ui);
+    ui.spawn_sampler(&appliance);
     let state = Arc::new(ApiState {
         appliance: appliance.clone(),
         tokens: Tokens {
             path: data_dir.join(TOKENS_FILE),
             loaded: Mutex::new((None, None)),
         },
+        ui,
     });
     let task = tokio::spawn(crate::http::accept_until(
         listener,
@@ -555,6 +618,7 @@ pub async fn start(
         ca_pem,
         ca_path,
         new_admin_token,
+        ui_initial_password: outpost_security::UiPassword::initial_password(&data_dir),
     })
 }
 
@@ -639,6 +703,10 @@ async fn handle(
     certificate: Option<&Result<Identity, String>>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if crate::webui::serves(&path) {
+        let verify = |token: &str| state.tokens.verify(token);
+        return crate::webui::handle(&state.ui, &state.appliance, &verify, req, peer).await;
+    }
     let mut path_known = false;
     let mut found = None;
     for ep in ENDPOINTS {
@@ -728,22 +796,7 @@ async fn handle(
             )
         }
         Handler::OpenApi => json_response(StatusCode::OK, &openapi()),
-        Handler::Status => json_response(
-            StatusCode::OK,
-            &json!({
-                "host": app.manifest().host.name,
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime_secs": app.uptime_secs(),
-                "http_addr": app.http_addr(),
-                "plugins": app.status(),
-                "models": app.models(),
-                "inference": app.inference_runtime(),
-                "encryption": app.key_status(),
-                "updates": app.update_status(),
-                "shares": app.shares(),
-                "certificates": app.certificates().map(|c| c.status()),
-            }),
-        ),
+        Handler::Status => json_response(StatusCode::OK, &crate::diagnostics::status_json(app)),
         Handler::GetManifest => match app.manifest_text() {
             Some(text) => respond(StatusCode::OK, "application/toml", text),
             None => error(
@@ -769,6 +822,61 @@ async fn handle(
                 Err(e) => error(StatusCode::CONFLICT, e),
             }
         }
+        Handler::RestartPlugin => {
+            let name = &params[0];
+            let who =
+                caller.map_or_else(|| "operator".into(), |c| format!("operator `{}`", c.name));
+            if app.plugin_status(name).is_none() {
+                return error(StatusCode::NOT_FOUND, format!("no plugin `{name}`"));
+            }
+            match app.restart_plugin(name, &who).await {
+                Ok(()) => json_response(StatusCode::OK, &app.plugin_status(name)),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
+        Handler::Restart => {
+            let who =
+                caller.map_or_else(|| "operator".into(), |c| format!("operator `{}`", c.name));
+            app.request_restart(&who);
+            json_response(StatusCode::ACCEPTED, &json!({ "restarting": true, "pid": std::process::id() }))
+        }
+        Handler::Logs => {
+            let level = match query_param(&req, "level") {
+                None => None,
+                Some(l) => match l.parse::<tracing::Level>() {
+                    Ok(l) => Some(l),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("unknown level `{l}`: use error, warn, info, debug or trace"),
+                        );
+                    }
+                },
+            };
+            let limit = query_param(&req, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(500);
+            json_response(
+                StatusCode::OK,
+                &crate::logs::buffer().query(&crate::logs::LogQuery {
+                    level,
+                    plugin: query_param(&req, "plugin"),
+                    limit,
+                }),
+            )
+        }
+        Handler::Diagnostics => match crate::diagnostics::bundle(app, &state.ui.monitor).await {
+            Ok(b) => {
+                let mut resp = respond(StatusCode::OK, "application/gzip", b.bytes);
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("attachment; filename=\"{}\"", b.file_name))
+                {
+                    resp.headers_mut().insert("content-disposition", v);
+                }
+                resp
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
         Handler::Ingest => ingest(app, &params[0], req).await,
         Handler::Certificates => match app.certificates() {
             Some(c) => json_response(StatusCode::OK, &c.status()),
@@ -1134,7 +1242,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Percent-decoding that keeps the bytes (a path that is not UTF-8 is refused later, by name).
-fn percent_decode_bytes(text: &str) -> Vec<u8> {
+pub(crate) fn percent_decode_bytes(text: &str) -> Vec<u8> {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
@@ -1158,7 +1266,7 @@ fn percent_decode_bytes(text: &str) -> Vec<u8> {
     out
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(error(

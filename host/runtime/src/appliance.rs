@@ -245,6 +245,8 @@ pub struct Appliance {
     applies: std::sync::atomic::AtomicU64,
     http_addr: Mutex<Option<SocketAddr>>,
     shutdown: watch::Sender<bool>,
+    /// Who asked the host to restart, once someone has.
+    restart: watch::Sender<Option<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     started: Instant,
 }
@@ -386,6 +388,7 @@ impl Appliance {
             applies: Default::default(),
             http_addr: Mutex::new(None),
             shutdown,
+            restart: watch::channel(None).0,
             tasks: Mutex::default(),
             started: Instant::now(),
         });
@@ -1471,6 +1474,73 @@ impl Appliance {
             .ok_or_else(|| RuntimeError::plugin(name, "is not running"))?;
         slot.rollback("operator request")
             .map_err(|e| RuntimeError::plugin(name, e))
+    }
+
+    /// Restarts plugin `name` in place: a fresh instance of its desired version is built and
+    /// swapped in, so calls in flight finish on the old one and none is refused. Jobs, failed
+    /// plugins and plugins that were rolled back or are in a canary are refused with the reason.
+    pub async fn restart_plugin(&self, name: &str, who: &str) -> Result<(), RuntimeError> {
+        let deployment = self
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RuntimeError::plugin(name, "is not in the manifest"))?;
+        let slot = match &deployment.runner {
+            Runner::Slot(slot) => slot.clone(),
+            Runner::Job(_) => {
+                return Err(RuntimeError::plugin(
+                    name,
+                    "is a job: jobs restart by their restart policy",
+                ));
+            }
+            Runner::Failed(e) => {
+                return Err(RuntimeError::plugin(
+                    name,
+                    format!("failed to load ({e}); apply a manifest that fixes it"),
+                ));
+            }
+        };
+        if slot.canary().is_some() {
+            return Err(RuntimeError::plugin(
+                name,
+                "has a canary running; wait for it to finish or abort it",
+            ));
+        }
+        if matches!(slot.events().last(), Some(SlotEvent::RolledBack { .. })) {
+            return Err(RuntimeError::plugin(
+                name,
+                "was rolled back; a restart would bring back the version it left, so apply a \
+                 manifest to move forward",
+            ));
+        }
+        let manifest = self.manifest();
+        let (_, bytes) = self.read_component(&manifest, &deployment.spec)?;
+        let fresh = self.load_plugin(&deployment.spec, &bytes)?;
+        slot.swap(fresh)
+            .await
+            .map_err(|e| RuntimeError::plugin(name, e))?;
+        tracing::info!(plugin = name, by = who, "plugin restarted");
+        Ok(())
+    }
+
+    /// Asks the process to restart the host: whoever runs the appliance (the `outpost` binary)
+    /// shuts it down gracefully and starts it again.
+    pub fn request_restart(&self, who: &str) {
+        tracing::warn!(by = who, "host restart requested");
+        self.restart.send_replace(Some(who.to_string()));
+    }
+
+    /// Waits until someone asks for a restart; returns who did.
+    pub async fn restart_requested(&self) -> String {
+        let mut rx = self.restart.subscribe();
+        loop {
+            if let Some(who) = rx.borrow_and_update().clone() {
+                return who;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// A receiver that turns true when the host shuts down.

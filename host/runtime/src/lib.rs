@@ -11,6 +11,7 @@ pub mod appliance;
 pub mod cache;
 pub mod capability;
 mod deployment;
+pub mod diagnostics;
 pub mod engine;
 pub mod error;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod inspect;
 pub mod job;
 pub mod keys;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod nf;
 pub mod plugin;
@@ -25,8 +27,10 @@ pub mod routing;
 pub mod shares;
 pub mod slot;
 pub mod state;
+pub mod system;
 pub mod tiering;
 pub mod updates;
+pub mod webui;
 
 pub use appliance::{
     Appliance, ApplianceOptions, ApplyOptions, ApplyReport, MetricsSnapshot, ModelOverlap,

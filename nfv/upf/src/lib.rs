@@ -170,3 +170,33 @@ impl Upf {
         }
     }
 }
+
+/// One PFCP association as an operator view shows it (read from the `upf-state` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationView {
+    /// Where the CP function's messages come from (`ip:port`).
+    pub peer: String,
+    /// Its Node ID, as the IE value's octets.
+    pub node_id: Vec<u8>,
+    /// Consecutive unanswered Heartbeat Requests.
+    pub heartbeat_misses: u32,
+}
+
+/// The key of the node record in the `upf-state` table.
+pub const NODE_RECORD_KEY: &[u8] = records::NODE_KEY;
+
+/// The associations in a node record (the value under [`NODE_RECORD_KEY`] in `upf-state`);
+/// `None` when the record does not decode.
+pub fn associations(node_record: &[u8]) -> Option<Vec<AssociationView>> {
+    let node = records::NodeState::decode(node_record).ok()?;
+    Some(
+        node.associations
+            .into_iter()
+            .map(|a| AssociationView {
+                peer: a.peer,
+                node_id: a.node_id,
+                heartbeat_misses: a.misses,
+            })
+            .collect(),
+    )
+}
