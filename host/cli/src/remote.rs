@@ -343,7 +343,9 @@ pub async fn restart(api: &ApiArgs, plugin: Option<&str>, yes: bool) -> Result<E
     let path = match plugin {
         Some(p) => format!("/v1/plugins/{}/restart", encode(p)),
         None if !yes => {
-            anyhow::bail!("restarting the host stops every plugin for a few seconds; run again with --yes")
+            anyhow::bail!(
+                "restarting the host stops every plugin for a few seconds; run again with --yes"
+            )
         }
         None => "/v1/restart".to_string(),
     };

@@ -198,7 +198,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
         responses: &[
             (200, "restarted; the plugin's status"),
             (404, "no such plugin"),
-            (409, "the plugin cannot be restarted now (a job, failed, rolled back, in a canary)"),
+            (
+                409,
+                "the plugin cannot be restarted now (a job, failed, rolled back, in a canary)",
+            ),
         ],
         produces: "application/json",
         consumes: None,
@@ -838,7 +841,10 @@ async fn handle(
             let who =
                 caller.map_or_else(|| "operator".into(), |c| format!("operator `{}`", c.name));
             app.request_restart(&who);
-            json_response(StatusCode::ACCEPTED, &json!({ "restarting": true, "pid": std::process::id() }))
+            json_response(
+                StatusCode::ACCEPTED,
+                &json!({ "restarting": true, "pid": std::process::id() }),
+            )
         }
         Handler::Logs => {
             let level = match query_param(&req, "level") {
@@ -1266,7 +1272,10 @@ pub(crate) fn percent_decode_bytes(text: &str) -> Vec<u8> {
     out
 }
 
-pub(crate) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(error(

@@ -1119,6 +1119,15 @@ impl Appliance {
         self.started.elapsed().as_secs()
     }
 
+    /// When this host started, milliseconds since the Unix epoch (a restart changes it; the
+    /// process id stays the same because a restart replaces the program in place).
+    pub fn started_at_ms(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(self.started.elapsed()).as_millis() as u64
+    }
+
     /// Status of plugin `name`.
     pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
         let d = self.read().get(name)?.clone();

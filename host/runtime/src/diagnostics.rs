@@ -22,6 +22,7 @@ pub fn status_json(app: &Appliance) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_secs": app.uptime_secs(),
+        "started_at_ms": app.started_at_ms(),
         "http_addr": app.http_addr(),
         "plugins": app.status(),
         "models": app.models(),
@@ -217,9 +218,16 @@ fn redact_url(text: &str) -> Option<String> {
     }
     if let Some(q) = out.find('?') {
         let lower = out[q..].to_ascii_lowercase();
-        if ["sig=", "signature=", "token=", "password=", "secret=", "key="]
-            .iter()
-            .any(|k| lower.contains(k))
+        if [
+            "sig=",
+            "signature=",
+            "token=",
+            "password=",
+            "secret=",
+            "key=",
+        ]
+        .iter()
+        .any(|k| lower.contains(k))
         {
             out = format!("{}?{REDACTED}", &out[..q]);
             changed = true;
@@ -274,6 +282,9 @@ config = { api-key = "k-123", output-topic = "demo/out", pin = "1234" }
     #[test]
     fn text_that_is_not_toml_is_withheld_whole() {
         let out = redact_manifest("password = \"hunter2\nbroken");
-        assert!(!out.contains("hunter2") && out.contains("withheld"), "{out}");
+        assert!(
+            !out.contains("hunter2") && out.contains("withheld"),
+            "{out}"
+        );
     }
 }

@@ -75,11 +75,9 @@ impl LogBuffer {
             .iter()
             .rev()
             .filter(|r| {
-                query.level.is_none_or(|min| {
-                    r.level
-                        .parse::<Level>()
-                        .is_ok_and(|level| level <= min)
-                })
+                query
+                    .level
+                    .is_none_or(|min| r.level.parse::<Level>().is_ok_and(|level| level <= min))
             })
             .filter(|r| {
                 query
@@ -87,7 +85,11 @@ impl LogBuffer {
                     .as_deref()
                     .is_none_or(|p| r.plugin.as_deref() == Some(p))
             })
-            .take(if query.limit == 0 { CAPACITY } else { query.limit })
+            .take(if query.limit == 0 {
+                CAPACITY
+            } else {
+                query.limit
+            })
             .cloned()
             .collect();
         out.reverse();
@@ -189,14 +191,21 @@ mod tests {
     #[test]
     fn events_are_kept_with_their_plugin_and_filtered_by_level_and_plugin() {
         let subscriber = tracing_subscriber::registry().with(layer());
-        let before = buffer().query(&LogQuery::default()).last().map_or(0, |r| r.seq);
+        let before = buffer()
+            .query(&LogQuery::default())
+            .last()
+            .map_or(0, |r| r.seq);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "plugin", plugin = "echo", stream = "stdout", "hello from echo");
             tracing::warn!(plugin = "ocr", attempts = 3, "slow model");
             tracing::debug!("host detail");
         });
         let mine = |q: LogQuery| -> Vec<LogRecord> {
-            buffer().query(&q).into_iter().filter(|r| r.seq > before).collect()
+            buffer()
+                .query(&q)
+                .into_iter()
+                .filter(|r| r.seq > before)
+                .collect()
         };
         let all = mine(LogQuery::default());
         assert_eq!(all.len(), 3, "{all:?}");

@@ -63,11 +63,14 @@ pub struct Alert {
     pub message: String,
 }
 
+/// When the GPUs were read, what was found, and why none was.
+type GpuReading = (Instant, Vec<GpuUsage>, Option<String>);
+
 /// Reads the machine, remembering the previous CPU counters so each reading has a busy share.
 #[derive(Debug, Default)]
 pub struct SystemMonitor {
     cpu: Mutex<Option<(u64, u64)>>,
-    gpu: Mutex<Option<(Instant, Vec<GpuUsage>, Option<String>)>>,
+    gpu: Mutex<Option<GpuReading>>,
 }
 
 impl SystemMonitor {
@@ -83,7 +86,8 @@ impl SystemMonitor {
             if let Some((b0, t0)) = *last
                 && total > t0
             {
-                usage.cpu_percent = Some(100.0 * (busy - b0.min(busy)) as f64 / (total - t0) as f64);
+                usage.cpu_percent =
+                    Some(100.0 * (busy - b0.min(busy)) as f64 / (total - t0) as f64);
             }
             *last = Some((busy, total));
         }
@@ -159,7 +163,10 @@ fn read_gpus() -> (Vec<GpuUsage>, Option<String>) {
         .stderr(std::process::Stdio::null())
         .output();
     match out {
-        Err(_) => (Vec::new(), Some("no NVIDIA GPU: nvidia-smi is not installed".into())),
+        Err(_) => (
+            Vec::new(),
+            Some("no NVIDIA GPU: nvidia-smi is not installed".into()),
+        ),
         Ok(o) if !o.status.success() => (
             Vec::new(),
             Some(format!("nvidia-smi failed ({})", o.status)),
@@ -177,7 +184,9 @@ fn read_gpus() -> (Vec<GpuUsage>, Option<String>) {
                     })
                 })
                 .collect();
-            let note = gpus.is_empty().then(|| "nvidia-smi lists no GPU".to_string());
+            let note = gpus
+                .is_empty()
+                .then(|| "nvidia-smi lists no GPU".to_string());
             (gpus, note)
         }
     }
@@ -199,9 +208,15 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
                 level,
                 source: "certificate",
                 message: if c.seconds_left < 0 {
-                    format!("the {} certificate `{}` expired on {}", c.role, c.subject, c.not_after_rfc3339)
+                    format!(
+                        "the {} certificate `{}` expired on {}",
+                        c.role, c.subject, c.not_after_rfc3339
+                    )
                 } else {
-                    format!("the {} certificate `{}` expires in {days} days ({})", c.role, c.subject, c.not_after_rfc3339)
+                    format!(
+                        "the {} certificate `{}` expires in {days} days ({})",
+                        c.role, c.subject, c.not_after_rfc3339
+                    )
                 },
             });
         }
@@ -210,7 +225,11 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
         let free = usage.disk_free_bytes as f64 / usage.disk_total_bytes as f64;
         if free < LOW_DISK_FRACTION {
             out.push(Alert {
-                level: if free < LOW_DISK_FRACTION / 2.0 { "critical" } else { "warning" },
+                level: if free < LOW_DISK_FRACTION / 2.0 {
+                    "critical"
+                } else {
+                    "warning"
+                },
                 source: "disk",
                 message: format!(
                     "{:.1} % free on the data directory's disk ({})",
@@ -230,7 +249,16 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
         out.push(Alert {
             level,
             source: "plugin",
-            message: format!("plugin `{}` is {}{}", p.name, p.state, if why.is_empty() { String::new() } else { format!(": {why}") }),
+            message: format!(
+                "plugin `{}` is {}{}",
+                p.name,
+                p.state,
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ),
         });
     }
     let metrics = app.metrics().await;
@@ -243,7 +271,11 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
                     "sink `{}` has {} messages waiting{}",
                     s.name,
                     s.spool.depth,
-                    if s.connected { String::new() } else { " and its peer is unreachable".into() }
+                    if s.connected {
+                        String::new()
+                    } else {
+                        " and its peer is unreachable".into()
+                    }
                 ),
             });
         }
@@ -253,11 +285,18 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
             out.push(Alert {
                 level: "warning",
                 source: "share",
-                message: format!("share `{}` is full of unsynced data: writes are slowed to the upload rate", s.name),
+                message: format!(
+                    "share `{}` is full of unsynced data: writes are slowed to the upload rate",
+                    s.name
+                ),
             });
         }
         if let Some(e) = &s.error {
-            out.push(Alert { level: "warning", source: "share", message: format!("share `{}`: {e}", s.name) });
+            out.push(Alert {
+                level: "warning",
+                source: "share",
+                message: format!("share `{}`: {e}", s.name),
+            });
         }
     }
     if let Some(k) = app.key_status()
@@ -266,7 +305,10 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
         out.push(Alert {
             level: "critical",
             source: "keys",
-            message: format!("encryption key unavailable: {}", k.error.unwrap_or_default()),
+            message: format!(
+                "encryption key unavailable: {}",
+                k.error.unwrap_or_default()
+            ),
         });
     }
     out
@@ -286,7 +328,9 @@ mod tests {
         assert!(first.cpus >= 1);
         std::thread::sleep(Duration::from_millis(50));
         let second = monitor.read(dir.path());
-        let cpu = second.cpu_percent.expect("a second reading has a CPU share");
+        let cpu = second
+            .cpu_percent
+            .expect("a second reading has a CPU share");
         assert!((0.0..=100.0).contains(&cpu), "{cpu}");
         assert!(second.gpus.is_empty() == second.gpu_note.is_some());
     }

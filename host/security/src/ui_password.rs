@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
 use crate::SecurityError;
@@ -228,7 +228,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, created) = UiPassword::ensure(dir.path()).unwrap();
         let first = created.unwrap();
-        assert_eq!(UiPassword::initial_password(dir.path()).as_deref(), Some(first.as_str()));
+        assert_eq!(
+            UiPassword::initial_password(dir.path()).as_deref(),
+            Some(first.as_str())
+        );
         assert_eq!(
             store.check(&first).unwrap(),
             PasswordCheck::Right { must_change: true }

@@ -74,8 +74,11 @@ pub fn sample(app: &Appliance, monitor: &SystemMonitor, cpu: bool) -> Sample {
     }
 }
 
+/// Points of a chart: (seconds since the Unix epoch, value).
+pub type Series = Vec<(f64, f64)>;
+
 /// Per plugin: calls per second and mean latency (ms) between consecutive samples.
-pub fn plugin_series(samples: &[Sample], plugin: &str) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn plugin_series(samples: &[Sample], plugin: &str) -> (Series, Series) {
     let mut rate = Vec::new();
     let mut latency = Vec::new();
     for w in samples.windows(2) {
@@ -104,7 +107,10 @@ pub fn share_series(samples: &[Sample], share: &str) -> Vec<(f64, f64)> {
 
 /// CPU busy percent.
 pub fn cpu_series(samples: &[Sample]) -> Vec<(f64, f64)> {
-    samples.iter().filter_map(|s| Some((s.at, s.cpu?))).collect()
+    samples
+        .iter()
+        .filter_map(|s| Some((s.at, s.cpu?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,6 +135,10 @@ mod tests {
         assert_eq!(rate, vec![(10.0, 5.0), (20.0, 10.0)]);
         assert_eq!(latency, vec![(10.0, 2.0), (20.0, 5.0)]);
         h.push(at(4000.0, 200, 700));
-        assert_eq!(h.with(at(4001.0, 200, 700)).len(), 2, "samples older than an hour go");
+        assert_eq!(
+            h.with(at(4001.0, 200, 700)).len(),
+            2,
+            "samples older than an hour go"
+        );
     }
 }

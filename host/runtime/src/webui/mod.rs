@@ -125,7 +125,9 @@ impl WebUi {
         let mut sessions = lock(&self.sessions);
         let s = sessions.get_mut(&id)?;
         let now = Instant::now();
-        if now.duration_since(s.last_seen) > IDLE_TIMEOUT || now.duration_since(s.created) > MAX_SESSION {
+        if now.duration_since(s.last_seen) > IDLE_TIMEOUT
+            || now.duration_since(s.created) > MAX_SESSION
+        {
             sessions.remove(&id);
             return None;
         }
@@ -135,20 +137,39 @@ impl WebUi {
         Some((id, session))
     }
 
-    fn open_session(&self, identity: Identity, must_change: bool, via_password: bool) -> Result<String, String> {
+    fn open_session(
+        &self,
+        identity: Identity,
+        must_change: bool,
+        via_password: bool,
+    ) -> Result<String, String> {
         let id = outpost_security::random_secret().map_err(|e| e.to_string())?;
         let csrf = outpost_security::random_secret().map_err(|e| e.to_string())?;
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, s| now.duration_since(s.last_seen) <= IDLE_TIMEOUT && now.duration_since(s.created) <= MAX_SESSION);
+        sessions.retain(|_, s| {
+            now.duration_since(s.last_seen) <= IDLE_TIMEOUT
+                && now.duration_since(s.created) <= MAX_SESSION
+        });
         if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone())
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone())
         {
             sessions.remove(&oldest);
         }
         sessions.insert(
             id.clone(),
-            Session { identity, csrf, must_change, via_password, created: now, last_seen: now, flash: None },
+            Session {
+                identity,
+                csrf,
+                must_change,
+                via_password,
+                created: now,
+                last_seen: now,
+                flash: None,
+            },
         );
         Ok(id)
     }
@@ -201,7 +222,10 @@ pub(crate) async fn handle(
     let mut resp = route(ui, app, verify, req, peer).await;
     let headers = resp.headers_mut();
     for (name, value) in [
-        ("content-security-policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "same-origin"),
@@ -225,34 +249,59 @@ async fn route(
     match (method.as_str(), path.as_str()) {
         ("GET", "/" | "/ui") => return redirect("/ui/"),
         ("GET", "/ui/static/style.css") => {
-            return respond(StatusCode::OK, "text/css; charset=utf-8", include_str!("style.css"));
+            return respond(
+                StatusCode::OK,
+                "text/css; charset=utf-8",
+                include_str!("style.css"),
+            );
         }
         ("GET", "/ui/static/app.js") => {
-            return respond(StatusCode::OK, "text/javascript; charset=utf-8", include_str!("app.js"));
+            return respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                include_str!("app.js"),
+            );
         }
         ("GET", "/ui/login") => {
             if ui.session(&req).is_some() {
                 return redirect("/ui/");
             }
-            return html(StatusCode::OK, pages::login(app, ui.password.as_ref().err(), None));
+            return html(
+                StatusCode::OK,
+                pages::login(app, ui.password.as_ref().err(), None),
+            );
         }
         ("POST", "/ui/login") => return login(ui, app, verify, req, peer).await,
         _ => {}
     }
     let Some((sid, session)) = ui.session(&req) else {
         return if method == "GET" && !path.starts_with("/ui/live/") {
-            let next = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+            let next = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            };
             redirect(&format!("/ui/login?next={}", render::url_encode(&next)))
         } else {
             // A POST without a session: a forged cross-site form lands here, because the
             // SameSite=Strict cookie is not sent with it.
-            html(StatusCode::FORBIDDEN, pages::message(app, "Not logged in", "This action needs a logged-in session. Nothing was changed."))
+            html(
+                StatusCode::FORBIDDEN,
+                pages::message(
+                    app,
+                    "Not logged in",
+                    "This action needs a logged-in session. Nothing was changed.",
+                ),
+            )
         };
     };
     let form = if method == "POST" {
         if let Err(why) = same_origin(&req) {
             tracing::warn!(%peer, %path, why, "web UI: cross-site POST refused");
-            return html(StatusCode::FORBIDDEN, pages::message(app, "Refused", &format!("{why}. Nothing was changed.")));
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::message(app, "Refused", &format!("{why}. Nothing was changed.")),
+            );
         }
         let form = match crate::api::read_body(req, MAX_FORM_BYTES).await {
             Ok(body) => parse_form(&body),
@@ -261,7 +310,14 @@ async fn route(
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
         if !constant_time_eq(given.as_bytes(), session.csrf.as_bytes()) {
             tracing::warn!(%peer, %path, user = %session.identity.name, "web UI: POST without a valid CSRF token refused");
-            return html(StatusCode::FORBIDDEN, pages::message(app, "Refused", "The form's CSRF token is missing or wrong (reload the page and try again). Nothing was changed."));
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::message(
+                    app,
+                    "Refused",
+                    "The form's CSRF token is missing or wrong (reload the page and try again). Nothing was changed.",
+                ),
+            );
         }
         Some(form)
     } else {
@@ -270,12 +326,18 @@ async fn route(
     if session.must_change && !matches!(path.as_str(), "/ui/password" | "/ui/logout") {
         return redirect("/ui/password");
     }
-    let ctx = pages::Ctx { app, ui, session: &session, query: &query };
+    let ctx = pages::Ctx {
+        app,
+        ui,
+        session: &session,
+        query: &query,
+    };
     match (method.as_str(), path.as_str(), form) {
         ("POST", "/ui/logout", _) => {
             lock(&ui.sessions).remove(&sid);
             let mut resp = redirect("/ui/login");
-            resp.headers_mut().insert(SET_COOKIE, ui.session_cookie("", 0));
+            resp.headers_mut()
+                .insert(SET_COOKIE, ui.session_cookie("", 0));
             resp
         }
         ("GET", "/ui/password", _) => html(StatusCode::OK, pages::password(&ctx, None)),
@@ -287,17 +349,24 @@ async fn route(
         ("GET", "/ui/security", _) => html(StatusCode::OK, pages::security(&ctx)),
         ("GET", "/ui/logs", _) => html(StatusCode::OK, pages::logs(&ctx)),
         ("GET", "/ui/diagnostics", _) => html(StatusCode::OK, pages::diagnostics(&ctx)),
-        ("GET", "/ui/diagnostics/bundle", _) => match crate::diagnostics::bundle(app, &ui.monitor).await {
-            Ok(b) => {
-                tracing::info!(%peer, user = %session.identity.name, file = %b.file_name, "support bundle downloaded");
-                let mut resp = respond(StatusCode::OK, "application/gzip", b.bytes);
-                if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", b.file_name)) {
-                    resp.headers_mut().insert("content-disposition", v);
+        ("GET", "/ui/diagnostics/bundle", _) => {
+            match crate::diagnostics::bundle(app, &ui.monitor).await {
+                Ok(b) => {
+                    tracing::info!(%peer, user = %session.identity.name, file = %b.file_name, "support bundle downloaded");
+                    let mut resp = respond(StatusCode::OK, "application/gzip", b.bytes);
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", b.file_name))
+                    {
+                        resp.headers_mut().insert("content-disposition", v);
+                    }
+                    resp
                 }
-                resp
+                Err(e) => html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    pages::message(app, "Diagnostics failed", &e.to_string()),
+                ),
             }
-            Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, pages::message(app, "Diagnostics failed", &e.to_string())),
-        },
+        }
         ("GET", "/ui/power", _) => html(StatusCode::OK, pages::power(&ctx)),
         ("GET", "/ui/live/overview", _) => html(StatusCode::OK, pages::overview_live(&ctx).await),
         ("GET", "/ui/live/network", _) => html(StatusCode::OK, pages::network_live(&ctx)),
@@ -305,25 +374,51 @@ async fn route(
         ("POST", p, Some(form)) => {
             if !session.may_write() {
                 tracing::warn!(%peer, %path, user = %session.identity.name, role = %session.identity.role, "web UI: action refused: role lacks access");
-                return html(StatusCode::FORBIDDEN, pages::message(app, "Not allowed", &format!("`{}` has role {}, which may only look. Nothing was changed.", session.identity.name, session.identity.role)));
+                return html(
+                    StatusCode::FORBIDDEN,
+                    pages::message(
+                        app,
+                        "Not allowed",
+                        &format!(
+                            "`{}` has role {}, which may only look. Nothing was changed.",
+                            session.identity.name, session.identity.role
+                        ),
+                    ),
+                );
             }
             let who = format!("web UI user `{}`", session.identity.name);
-            if let Some(name) = p.strip_prefix("/ui/plugins/").and_then(|r| r.strip_suffix("/rollback")) {
+            if let Some(name) = p
+                .strip_prefix("/ui/plugins/")
+                .and_then(|r| r.strip_suffix("/rollback"))
+            {
                 let outcome = match app.slot(name) {
-                    Some(slot) => slot.rollback(&format!("{who} request")).map_err(|e| e.to_string()),
+                    Some(slot) => slot
+                        .rollback(&format!("{who} request"))
+                        .map_err(|e| e.to_string()),
                     None => Err(format!("no running plugin `{name}`")),
                 };
-                ui.set_flash(&sid, outcome.is_ok(), match outcome {
-                    Ok(()) => format!("`{name}` rolled back to its previous version"),
-                    Err(e) => format!("`{name}` was not rolled back: {e}"),
-                });
+                ui.set_flash(
+                    &sid,
+                    outcome.is_ok(),
+                    match outcome {
+                        Ok(()) => format!("`{name}` rolled back to its previous version"),
+                        Err(e) => format!("`{name}` was not rolled back: {e}"),
+                    },
+                );
                 redirect("/ui/plugins")
-            } else if let Some(name) = p.strip_prefix("/ui/plugins/").and_then(|r| r.strip_suffix("/restart")) {
+            } else if let Some(name) = p
+                .strip_prefix("/ui/plugins/")
+                .and_then(|r| r.strip_suffix("/restart"))
+            {
                 let outcome = app.restart_plugin(name, &who).await;
-                ui.set_flash(&sid, outcome.is_ok(), match outcome {
-                    Ok(()) => format!("`{name}` restarted"),
-                    Err(e) => format!("not restarted: {e}"),
-                });
+                ui.set_flash(
+                    &sid,
+                    outcome.is_ok(),
+                    match outcome {
+                        Ok(()) => format!("`{name}` restarted"),
+                        Err(e) => format!("not restarted: {e}"),
+                    },
+                );
                 redirect("/ui/plugins")
             } else if p == "/ui/power/restart" {
                 if form.get("confirm").map(String::as_str) != Some("restart") {
@@ -333,10 +428,16 @@ async fn route(
                 app.request_restart(&who);
                 html(StatusCode::ACCEPTED, pages::restarting(app))
             } else {
-                html(StatusCode::NOT_FOUND, pages::message(app, "Not found", &format!("no action {p}")))
+                html(
+                    StatusCode::NOT_FOUND,
+                    pages::message(app, "Not found", &format!("no action {p}")),
+                )
             }
         }
-        _ => html(StatusCode::NOT_FOUND, pages::message(app, "Not found", &format!("no page {path}"))),
+        _ => html(
+            StatusCode::NOT_FOUND,
+            pages::message(app, "Not found", &format!("no page {path}")),
+        ),
     }
 }
 
@@ -348,20 +449,29 @@ async fn login(
     peer: SocketAddr,
 ) -> Response<Body> {
     if let Err(why) = same_origin(&req) {
-        return html(StatusCode::FORBIDDEN, pages::message(app, "Refused", &format!("{why}.")));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::message(app, "Refused", &format!("{why}.")),
+        );
     }
     if ui.locked_out(peer.ip()) {
         tracing::warn!(%peer, "web UI: login refused: too many failures");
         return html(
             StatusCode::TOO_MANY_REQUESTS,
-            pages::login(app, None, Some("Too many failed logins from this address; wait five minutes.")),
+            pages::login(
+                app,
+                None,
+                Some("Too many failed logins from this address; wait five minutes."),
+            ),
         );
     }
     let next = req
         .uri()
         .query()
         .and_then(|q| parse_form(q.as_bytes()).remove("next"))
-        .filter(|n| n.starts_with("/ui/") && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']))
+        .filter(|n| {
+            n.starts_with("/ui/") && !n.starts_with("//") && !n.contains(['\\', '\r', '\n'])
+        })
         .unwrap_or_else(|| "/ui/".into());
     let form = match crate::api::read_body(req, MAX_FORM_BYTES).await {
         Ok(body) => parse_form(&body),
@@ -370,7 +480,9 @@ async fn login(
     let field = |k: &str| form.get(k).map(|s| s.trim()).unwrap_or("");
     let outcome: Result<(Identity, bool, bool), String> = if !field("token").is_empty() {
         match verify(field("token")) {
-            Some(id) if id.role == Role::Ingest => Err("ingest tokens may only post to /v1/ingest; use a viewer or operator token".into()),
+            Some(id) if id.role == Role::Ingest => Err(
+                "ingest tokens may only post to /v1/ingest; use a viewer or operator token".into(),
+            ),
             Some(id) => Ok((id, false, false)),
             None => Err("wrong user, password or token".into()),
         }
@@ -380,7 +492,10 @@ async fn login(
             Ok(store) if field("user") == UI_ADMIN_USER || field("user").is_empty() => {
                 match store.check(form.get("password").map(String::as_str).unwrap_or("")) {
                     Ok(PasswordCheck::Right { must_change }) => Ok((
-                        Identity { name: UI_ADMIN_USER.into(), role: Role::Operator },
+                        Identity {
+                            name: UI_ADMIN_USER.into(),
+                            role: Role::Operator,
+                        },
                         must_change,
                         true,
                     )),
@@ -397,16 +512,23 @@ async fn login(
             match ui.open_session(identity, must_change, via_password) {
                 Ok(id) => {
                     let mut resp = redirect(if must_change { "/ui/password" } else { &next });
-                    resp.headers_mut().insert(SET_COOKIE, ui.session_cookie(&id, MAX_SESSION.as_secs()));
+                    resp.headers_mut()
+                        .insert(SET_COOKIE, ui.session_cookie(&id, MAX_SESSION.as_secs()));
                     resp
                 }
-                Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, pages::login(app, None, Some(&e))),
+                Err(e) => html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    pages::login(app, None, Some(&e)),
+                ),
             }
         }
         Err(reason) => {
             ui.record_failure(peer.ip());
             tracing::warn!(%peer, reason, "web UI login failed");
-            html(StatusCode::UNAUTHORIZED, pages::login(app, None, Some(&reason)))
+            html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(app, None, Some(&reason)),
+            )
         }
     }
 }
@@ -420,13 +542,27 @@ fn change_password(
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let store = match &ui.password {
         Ok(s) => s,
-        Err(e) => return html(StatusCode::CONFLICT, pages::password(ctx, Some(&format!("password login is off: {e}")))),
+        Err(e) => {
+            return html(
+                StatusCode::CONFLICT,
+                pages::password(ctx, Some(&format!("password login is off: {e}"))),
+            );
+        }
     };
     if !ctx.session.via_password {
-        return html(StatusCode::FORBIDDEN, pages::password(ctx, Some("log in with the administrator password to change it")));
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::password(
+                ctx,
+                Some("log in with the administrator password to change it"),
+            ),
+        );
     }
     if get("new") != get("repeat") {
-        return html(StatusCode::BAD_REQUEST, pages::password(ctx, Some("the two new passwords differ")));
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::password(ctx, Some("the two new passwords differ")),
+        );
     }
     match store.change(get("current"), get("new")) {
         Ok(()) => {
@@ -438,7 +574,10 @@ fn change_password(
             lock(&ui.sessions).retain(|id, s| id == sid || !s.via_password);
             redirect("/ui/")
         }
-        Err(e) => html(StatusCode::BAD_REQUEST, pages::password(ctx, Some(&e.to_string()))),
+        Err(e) => html(
+            StatusCode::BAD_REQUEST,
+            pages::password(ctx, Some(&e.to_string())),
+        ),
     }
 }
 
@@ -448,10 +587,15 @@ fn same_origin(req: &Request<Incoming>) -> Result<(), String> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
-        return Err(format!("the request came from another site (Sec-Fetch-Site: {site})"));
+        return Err(format!(
+            "the request came from another site (Sec-Fetch-Site: {site})"
+        ));
     }
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
-        let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let expected = origin.split_once("://").map(|(_, rest)| rest);
         if expected != Some(host) || host.is_empty() {
             return Err(format!("the request came from another origin ({origin})"));
@@ -483,17 +627,23 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let decode = |s: &str| {
-                String::from_utf8_lossy(&crate::api::percent_decode_bytes(&s.replace('+', " "))).into_owned()
+                String::from_utf8_lossy(&crate::api::percent_decode_bytes(&s.replace('+', " ")))
+                    .into_owned()
             };
             (decode(k), decode(v))
         })
         .collect()
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

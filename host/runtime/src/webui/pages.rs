@@ -58,7 +58,11 @@ fn head(app: &Appliance, title: &str) -> String {
 fn layout(ctx: &Ctx<'_>, active: &str, title: &str, body: &str) -> String {
     let mut nav = String::new();
     for (href, label) in NAV {
-        let class = if *href == active { " class=\"active\"" } else { "" };
+        let class = if *href == active {
+            " class=\"active\""
+        } else {
+            ""
+        };
         let _ = write!(nav, "<a href=\"{href}\"{class}>{label}</a>");
     }
     let flash = match &ctx.session.flash {
@@ -105,7 +109,7 @@ pub(crate) fn login(app: &Appliance, password_off: Option<&String>, error: Optio
     };
     format!(
         "{}<body><div class=\"login\"><h1>Outpost · {}</h1>{error}{password}\
-         <p class=\"muted\" style=\"margin-top:20px\">or with an API token (<code>outpost token add</code>):</p>\
+         <p class=\"muted spaced\">or with an API token (<code>outpost token add</code>):</p>\
          <form method=\"post\" id=\"token-login\"><label for=\"token\">API token</label>\
          <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"off\">\
          <button id=\"login-token\">Log in with token</button></form></div></body></html>",
@@ -122,10 +126,15 @@ pub(crate) fn password(ctx: &Ctx<'_>, error: Option<&str>) -> String {
         ""
     };
     let error = error
-        .map(|e| format!("<div class=\"error\" id=\"password-error\">{}</div>", esc(e)))
+        .map(|e| {
+            format!(
+                "<div class=\"error\" id=\"password-error\">{}</div>",
+                esc(e)
+            )
+        })
         .unwrap_or_default();
     let body = format!(
-        "{intro}{error}<form method=\"post\" action=\"/ui/password\" class=\"login\" style=\"margin:0\" id=\"password-form\">{}\
+        "{intro}{error}<form method=\"post\" action=\"/ui/password\" class=\"login flush\" id=\"password-form\">{}\
          <label for=\"current\">Current password</label><input type=\"password\" id=\"current\" name=\"current\" autocomplete=\"current-password\">\
          <label for=\"new\">New password (at least {} characters)</label><input type=\"password\" id=\"new\" name=\"new\" autocomplete=\"new-password\">\
          <label for=\"repeat\">New password again</label><input type=\"password\" id=\"repeat\" name=\"repeat\" autocomplete=\"new-password\">\
@@ -140,7 +149,12 @@ pub(crate) fn password(ctx: &Ctx<'_>, error: Option<&str>) -> String {
 pub(crate) async fn overview(ctx: &Ctx<'_>) -> String {
     let live = overview_live(ctx).await;
     let samples = lock(&ctx.ui.history).with(history::sample(ctx.app, &ctx.ui.monitor, false));
-    let cpu = chart("CPU use", "%", &[("cpu".into(), cpu_series(&samples))], "chart-cpu");
+    let cpu = chart(
+        "CPU use",
+        "%",
+        &[("cpu".into(), cpu_series(&samples))],
+        "chart-cpu",
+    );
     let body = format!(
         "<div data-live=\"/ui/live/overview\" data-every=\"2000\" id=\"live\">{live}</div>{cpu}"
     );
@@ -158,12 +172,14 @@ pub(crate) async fn overview_live(ctx: &Ctx<'_>) -> String {
     cards.push_str(&card("Host version", env!("CARGO_PKG_VERSION"), None));
     cards.push_str(&card(
         "CPU",
-        &usage
-            .cpu_percent
-            .map_or("measuring…".into(), |c| format!("{c:.0} % of {}", usage.cpus)),
+        &usage.cpu_percent.map_or("measuring…".into(), |c| {
+            format!("{c:.0} % of {}", usage.cpus)
+        }),
         usage.cpu_percent.map(|c| c / 100.0),
     ));
-    let used = usage.memory_total_bytes.saturating_sub(usage.memory_available_bytes);
+    let used = usage
+        .memory_total_bytes
+        .saturating_sub(usage.memory_available_bytes);
     cards.push_str(&card(
         "Memory",
         &format!("{} of {}", bytes(used), bytes(usage.memory_total_bytes)),
@@ -184,8 +200,15 @@ pub(crate) async fn overview_live(ctx: &Ctx<'_>) -> String {
         None => cards.push_str(&card("GPU", "none", None)),
     }
     let plugins = app.status();
-    let running = plugins.iter().filter(|p| p.state == "running" || p.state == "completed").count();
-    cards.push_str(&card("Plugins", &format!("{running} of {} healthy", plugins.len()), None));
+    let running = plugins
+        .iter()
+        .filter(|p| p.state == "running" || p.state == "completed")
+        .count();
+    cards.push_str(&card(
+        "Plugins",
+        &format!("{running} of {} healthy", plugins.len()),
+        None,
+    ));
     let runtime = app.inference_runtime();
     let engines = match (&runtime.onnxruntime, runtime.cuda) {
         (Some(_), true) => "ONNX Runtime (CUDA) + tract",
@@ -229,10 +252,26 @@ fn grants_summary(app: &Appliance, name: &str) -> String {
     let g = &spec.grants;
     let mut parts = Vec::new();
     if !g.bus.subscribe.is_empty() {
-        parts.push(format!("subscribe {}", g.bus.subscribe.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "subscribe {}",
+            g.bus
+                .subscribe
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !g.bus.publish.is_empty() {
-        parts.push(format!("publish {}", g.bus.publish.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "publish {}",
+            g.bus
+                .publish
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(kv) = &g.kv {
         parts.push(format!("kv {} ({})", kv.namespace, bytes(kv.quota_bytes)));
@@ -244,7 +283,18 @@ fn grants_summary(app: &Appliance, name: &str) -> String {
         parts.push(format!("models {}", g.models.join(", ")));
     }
     if !g.net.connect.is_empty() {
-        parts.push(format!("net {}", g.net.connect.iter().map(|e| match e.port { Some(port) => std::net::SocketAddr::new(e.ip, port).to_string(), None => format!("{}:*", e.ip) }).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "net {}",
+            g.net
+                .connect
+                .iter()
+                .map(|e| match e.port {
+                    Some(port) => std::net::SocketAddr::new(e.ip, port).to_string(),
+                    None => format!("{}:*", e.ip),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if g.nn_load.is_some() {
         parts.push("nn load".into());
@@ -270,9 +320,14 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
                 d.as_deref().unwrap_or("—")
             ),
         };
-        let digest: String = p.actual.digest.as_deref().map_or("—".into(), |d| d.chars().take(12).collect());
+        let digest: String = p.actual.digest.as_deref().map_or("—".into(), |d| {
+            d.trim_start_matches("sha256:").chars().take(12).collect()
+        });
         let mean_ms = if p.stats.calls > 0 {
-            format!("{:.2} ms", p.stats.busy_ns as f64 / p.stats.calls as f64 / 1e6)
+            format!(
+                "{:.2} ms",
+                p.stats.busy_ns as f64 / p.stats.calls as f64 / 1e6
+            )
         } else {
             "—".into()
         };
@@ -316,7 +371,19 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
         "<p class=\"none\">No plugins in the manifest.</p>".to_string()
     } else {
         let mut t = table(
-            &["Plugin", "Kind", "Version", "Digest", "State", "Grants", "Calls", "Errors", "Mean latency", "Last error", ""],
+            &[
+                "Plugin",
+                "Kind",
+                "Version",
+                "Digest",
+                "State",
+                "Grants",
+                "Calls",
+                "Errors",
+                "Mean latency",
+                "Last error",
+                "",
+            ],
             &rows,
             "plugins",
         );
@@ -324,7 +391,11 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
         for p in &statuses {
             t = t.replacen(
                 &format!("<tr><td><strong>{}</strong>", esc(&p.name)),
-                &format!("<tr data-plugin=\"{}\"><td><strong>{}</strong>", esc(&p.name), esc(&p.name)),
+                &format!(
+                    "<tr data-plugin=\"{}\"><td><strong>{}</strong>",
+                    esc(&p.name),
+                    esc(&p.name)
+                ),
                 1,
             );
         }
@@ -334,25 +405,38 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
     for p in &statuses {
         for e in p.events.iter().rev().take(20) {
             let body = serde_json::to_value(e).unwrap_or_default();
-            let kind = body.get("event").and_then(|k| k.as_str()).unwrap_or("").to_string();
+            let kind = body
+                .get("event")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
             let at = body.get("at").and_then(|a| a.as_u64()).unwrap_or(0);
             let short = |k: &str| {
                 body.get(k)
                     .and_then(|d| d.as_str())
-                    .map(|d| d.chars().take(12).collect::<String>())
+                    .map(|d| {
+                        d.trim_start_matches("sha256:")
+                            .chars()
+                            .take(12)
+                            .collect::<String>()
+                    })
                     .unwrap_or_default()
             };
             let reason = body.get("reason").and_then(|r| r.as_str()).unwrap_or("");
             let detail = match kind.as_str() {
                 "swapped" => format!("{} → {}", short("from"), short("to")),
                 "rolled-back" => format!("{} → {} ({reason})", short("from"), short("to")),
-                "canary-started" => format!("{} gets {}% of calls", short("candidate"), body.get("percent").and_then(|p| p.as_u64()).unwrap_or(0)),
+                "canary-started" => format!(
+                    "{} gets {}% of calls",
+                    short("candidate"),
+                    body.get("percent").and_then(|p| p.as_u64()).unwrap_or(0)
+                ),
                 _ => format!("{} {reason}", short("candidate")),
             };
             events.push((at, p.name.clone(), kind, detail));
         }
     }
-    events.sort_by(|a, b| b.0.cmp(&a.0));
+    events.sort_by_key(|e| std::cmp::Reverse(e.0));
     let history_html = if events.is_empty() {
         "<p class=\"none\">No swaps or rollbacks since start.</p>".into()
     } else {
@@ -364,7 +448,10 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
                     vec![
                         esc(&time::OffsetDateTime::from_unix_timestamp(*at as i64)
                             .ok()
-                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .and_then(|t| {
+                                t.format(&time::format_description::well_known::Rfc3339)
+                                    .ok()
+                            })
                             .unwrap_or_default()),
                         esc(name),
                         esc(kind),
@@ -419,7 +506,11 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             card("Packets in", &s.packets_in.to_string(), None),
             card("Forwarded", &s.forwarded.to_string(), None),
             card("Dropped", &s.dropped.to_string(), None),
-            card("Control in / out", &format!("{} / {}", s.control_in, s.control_out), None),
+            card(
+                "Control in / out",
+                &format!("{} / {}", s.control_in, s.control_out),
+                None
+            ),
             card("Rejected batches", &s.rejected_batches.to_string(), None),
         );
         let rows: Vec<Vec<String>> = nf
@@ -440,7 +531,17 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             })
             .collect();
         out.push_str(&table(
-            &["Port", "Kind", "Address", "RX packets", "RX bytes", "RX drops", "TX packets", "TX bytes", "TX drops"],
+            &[
+                "Port",
+                "Kind",
+                "Address",
+                "RX packets",
+                "RX bytes",
+                "RX drops",
+                "TX packets",
+                "TX bytes",
+                "TX drops",
+            ],
             &rows,
             &format!("ports-{}", nf.plugin),
         ));
@@ -474,7 +575,11 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             })
             .collect();
         if !rows.is_empty() {
-            out.push_str(&table(&["SMF peer", "Node ID", "Heartbeat"], &rows, "pfcp-associations"));
+            out.push_str(&table(
+                &["SMF peer", "Node ID", "Heartbeat"],
+                &rows,
+                "pfcp-associations",
+            ));
         }
     }
     let table_rows: Vec<Vec<String>> = app
@@ -493,7 +598,18 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
         .collect();
     if !table_rows.is_empty() {
         out.push_str("<h2>Host tables</h2>");
-        out.push_str(&table(&["Table", "Entries", "Lookups", "Hits", "Misses", "Insert failures"], &table_rows, "tables"));
+        out.push_str(&table(
+            &[
+                "Table",
+                "Entries",
+                "Lookups",
+                "Hits",
+                "Misses",
+                "Insert failures",
+            ],
+            &table_rows,
+            "tables",
+        ));
     }
     out.push_str("<h2>SD-WAN</h2><p class=\"none\">No SD-WAN plugin runs on this host: per-link quality and per-class link choice appear here when one does.</p>");
     out
@@ -536,20 +652,35 @@ pub(crate) fn shares_live(ctx: &Ctx<'_>) -> String {
             });
             vec![
                 format!("<strong>{}</strong>", esc(&s.name)),
-                esc(&serde_json::to_value(s.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+                esc(&serde_json::to_value(s.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()),
                 esc(s.target.as_deref().unwrap_or("—")),
                 st.map_or("—".into(), |st| bytes(st.bytes_local)),
                 st.map_or("—".into(), |st| bytes(st.bytes_synced)),
                 st.map_or("—".into(), |st| bytes(st.bytes_evicted)),
                 st.map_or("—".into(), |st| st.upload_queue_len.to_string()),
                 esc(&rate),
-                st.filter(|st| st.write_throttle_alert).map_or(String::new(), |_| state("throttled")),
+                st.filter(|st| st.write_throttle_alert)
+                    .map_or(String::new(), |_| state("throttled")),
                 s.error.as_deref().map(esc).unwrap_or_default(),
             ]
         })
         .collect();
     table(
-        &["Share", "Kind", "Target", "Local", "Synced", "Evicted", "Upload queue", "Rate / schedule", "", "Last error"],
+        &[
+            "Share",
+            "Kind",
+            "Target",
+            "Local",
+            "Synced",
+            "Evicted",
+            "Upload queue",
+            "Rate / schedule",
+            "",
+            "Last error",
+        ],
         &rows,
         "shares",
     )
@@ -566,7 +697,10 @@ pub(crate) fn security(ctx: &Ctx<'_>) -> String {
                 .iter()
                 .map(|s| {
                     let days = s.seconds_left / 86_400;
-                    let alert = serde_json::to_value(s.alert).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let alert = serde_json::to_value(s.alert)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
                     vec![
                         esc(s.role),
                         esc(&s.subject),
@@ -574,18 +708,42 @@ pub(crate) fn security(ctx: &Ctx<'_>) -> String {
                         esc(&s.not_after_rfc3339),
                         format!("{} {}", days, state(&alert)),
                         if s.active { "yes".into() } else { "no".into() },
-                        format!("<code>{}</code>", esc(&s.fingerprint_sha256.chars().take(16).collect::<String>())),
+                        format!(
+                            "<code>{}</code>",
+                            esc(&s.fingerprint_sha256.chars().take(16).collect::<String>())
+                        ),
                     ]
                 })
                 .collect();
-            body.push_str(&table(&["Role", "Subject", "Names", "Expires", "Days left", "Served", "SHA-256"], &rows, "certificates"));
+            body.push_str(&table(
+                &[
+                    "Role",
+                    "Subject",
+                    "Names",
+                    "Expires",
+                    "Days left",
+                    "Served",
+                    "SHA-256",
+                ],
+                &rows,
+                "certificates",
+            ));
         }
-        None => body.push_str("<p class=\"none\">The API serves plain HTTP on loopback: no certificates.</p>"),
+        None => body.push_str(
+            "<p class=\"none\">The API serves plain HTTP on loopback: no certificates.</p>",
+        ),
     }
     body.push_str("<h2>Encryption keys</h2>");
     match app.key_status() {
         Some(k) => body.push_str(&table(
-            &["Provider", "Key", "Version", "Available", "Rotations", "Error"],
+            &[
+                "Provider",
+                "Key",
+                "Version",
+                "Available",
+                "Rotations",
+                "Error",
+            ],
             &[vec![
                 esc(&k.provider),
                 esc(&k.key_id),
@@ -596,12 +754,16 @@ pub(crate) fn security(ctx: &Ctx<'_>) -> String {
             ]],
             "keys",
         )),
-        None => body.push_str("<p class=\"none\" id=\"no-keys\">Encryption at rest is off (host.encryption).</p>"),
+        None => body.push_str(
+            "<p class=\"none\" id=\"no-keys\">Encryption at rest is off (host.encryption).</p>",
+        ),
     }
     body.push_str("<h2>Update control</h2>");
     match app.update_status() {
         Some(u) => {
-            let windows = serde_json::to_value(&u.windows).map(|v| v.to_string()).unwrap_or_default();
+            let windows = serde_json::to_value(&u.windows)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             let _ = write!(
                 body,
                 "<p>Trusted publishers: <strong id=\"publishers\">{}</strong></p>\
@@ -630,9 +792,15 @@ pub(crate) fn security(ctx: &Ctx<'_>) -> String {
             } else {
                 body.push_str(&table(&["Queued update"], &rows, "update-queue"));
             }
-            let _ = write!(body, "<p class=\"muted\">{} entries in the audit log.</p>", u.audit_entries);
+            let _ = write!(
+                body,
+                "<p class=\"muted\">{} entries in the audit log.</p>",
+                u.audit_entries
+            );
         }
-        None => body.push_str("<p class=\"none\">No trusted publishers configured (host.updates.publishers).</p>"),
+        None => body.push_str(
+            "<p class=\"none\">No trusted publishers configured (host.updates.publishers).</p>",
+        ),
     }
     layout(ctx, "/ui/security", "Security", &body)
 }
@@ -649,7 +817,11 @@ pub(crate) fn logs(ctx: &Ctx<'_>) -> String {
     });
     let mut levels = String::new();
     for l in ["error", "warn", "info", "debug", "trace"] {
-        let sel = if l.eq_ignore_ascii_case(&level_name) { " selected" } else { "" };
+        let sel = if l.eq_ignore_ascii_case(&level_name) {
+            " selected"
+        } else {
+            ""
+        };
         let _ = write!(levels, "<option value=\"{l}\"{sel}>{l}</option>");
     }
     let mut plugins = String::from("<option value=\"\">all</option>");
@@ -658,7 +830,11 @@ pub(crate) fn logs(ctx: &Ctx<'_>) -> String {
     names.sort();
     names.dedup();
     for n in names {
-        let sel = if plugin.as_deref() == Some(n.as_str()) { " selected" } else { "" };
+        let sel = if plugin.as_deref() == Some(n.as_str()) {
+            " selected"
+        } else {
+            ""
+        };
         let _ = write!(plugins, "<option value=\"{0}\"{sel}>{0}</option>", esc(&n));
     }
     let rows: Vec<Vec<String>> = records
@@ -677,7 +853,11 @@ pub(crate) fn logs(ctx: &Ctx<'_>) -> String {
     let list = if rows.is_empty() {
         "<p class=\"none\" id=\"no-logs\">No records match.</p>".to_string()
     } else {
-        table(&["Time (UTC)", "Level", "Plugin", "Message", "Fields"], &rows, "log")
+        table(
+            &["Time (UTC)", "Level", "Plugin", "Message", "Fields"],
+            &rows,
+            "log",
+        )
     };
     let body = format!(
         "<form method=\"get\" class=\"filters\" id=\"log-filters\"><label>Level at least <select name=\"level\" id=\"level\">{levels}</select></label>\
@@ -714,7 +894,8 @@ pub(crate) fn power(ctx: &Ctx<'_>) -> String {
             ctx.csrf_field()
         )
     } else {
-        "<p class=\"none\" id=\"viewer-power\">Your role may look but not restart the host.</p>".into()
+        "<p class=\"none\" id=\"viewer-power\">Your role may look but not restart the host.</p>"
+            .into()
     };
     layout(ctx, "/ui/power", "Power", &body)
 }

@@ -94,8 +94,8 @@ pub fn card(label: &str, value: &str, fill: Option<f64>) -> String {
     let bar = fill
         .map(|f| {
             format!(
-                "<div class=\"bar\"><span style=\"width:{:.0}%\"></span></div>",
-                (f.clamp(0.0, 1.0) * 100.0)
+                "<meter min=\"0\" max=\"1\" low=\"0.75\" high=\"0.9\" optimum=\"0\" value=\"{:.3}\"></meter>",
+                f.clamp(0.0, 1.0)
             )
         })
         .unwrap_or_default();
@@ -106,7 +106,9 @@ pub fn card(label: &str, value: &str, fill: Option<f64>) -> String {
     )
 }
 
-const COLORS: [&str; 6] = ["#1f6feb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#0a7ea4"];
+const COLORS: [&str; 6] = [
+    "#1f6feb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#0a7ea4",
+];
 
 /// A line chart of `series` (name, points of (unix seconds, value)) over the last hour, with
 /// the largest value on the axis. Series with fewer than two points are listed as "collecting".
@@ -159,7 +161,7 @@ pub fn chart(title: &str, unit: &str, series: &[(String, Vec<(f64, f64)>)], id: 
         let last = pts.last().map_or(0.0, |p| p.1);
         let _ = write!(
             legend,
-            "<span style=\"color:{color}\">■</span> {} {} &nbsp; ",
+            "<svg class=\"swatch\" viewBox=\"0 0 10 10\"><rect width=\"10\" height=\"10\" fill=\"{color}\"/></svg> {} {} &nbsp; ",
             esc(name),
             esc(&format!("{last:.2}"))
         );
@@ -195,7 +197,10 @@ mod tests {
         let drawn = chart(
             "calls",
             "1/s",
-            &[("echo".into(), vec![(0.0, 1.0), (10.0, 3.0)]), ("<b>".into(), vec![(0.0, 0.0), (10.0, 1.0)])],
+            &[
+                ("echo".into(), vec![(0.0, 1.0), (10.0, 3.0)]),
+                ("<b>".into(), vec![(0.0, 0.0), (10.0, 1.0)]),
+            ],
             "c",
         );
         assert_eq!(drawn.matches("<polyline").count(), 2);
