@@ -292,5 +292,25 @@ async fn a_scapy_smf_and_gnb_drive_the_upf_plugin_end_to_end_in_network_namespac
         }
     }
     assert_eq!(nf.stats.rejected_batches, 0, "{context}");
+    // The operator's view (status, web UI) reads the association and the sessions from the
+    // UPF's own tables: one SMF associated, every session deleted.
+    let pfcp = app.network_functions()[0]
+        .pfcp
+        .clone()
+        .expect("a UPF's PFCP view");
+    assert_eq!(pfcp.associations.len(), 1, "{pfcp:?}");
+    assert!(
+        pfcp.associations[0].node_id.ends_with(&hex_ipv4(SMF_NODE)),
+        "{pfcp:?}"
+    );
+    assert_eq!(pfcp.sessions, 0, "{pfcp:?}");
     app.shutdown().await;
+}
+
+/// The Node ID `upf_peer.py` gives its SMF.
+const SMF_NODE: &str = "10.0.9.9";
+
+fn hex_ipv4(addr: &str) -> String {
+    let ip: std::net::Ipv4Addr = addr.parse().unwrap();
+    ip.octets().iter().map(|b| format!("{b:02x}")).collect()
 }

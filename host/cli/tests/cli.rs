@@ -190,6 +190,14 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
     // On the box, the CLI finds the admin token and the device CA in the data directory.
     let api = api_url(&banner);
     assert!(api.starts_with("https://127.0.0.1:"), "{banner}");
+    // A newcomer is told where the web UI is and how to log in the first time.
+    assert!(
+        banner.contains(&format!("web ui:    {api}/ui/"))
+            && banner.contains("user admin, first-login password "),
+        "{banner}"
+    );
+    let password = std::fs::read_to_string(dir.path().join("data/ui-initial-password")).unwrap();
+    assert!(banner.contains(password.trim()), "{banner}");
     let status = outpost()
         .args(["status", "--api", &api, "--host-data-dir"])
         .arg(dir.path().join("data"))

@@ -747,5 +747,18 @@ async fn a_viewer_sees_no_operator_buttons_and_forged_or_tokenless_posts_change_
     assert_eq!(echo["state"], "running", "{echo}");
     assert_eq!(echo["actual"]["version"], "0.2.0");
     assert_eq!(echo["rollbacks"], 0);
+
+    // Guessing passwords: after ten failures this address waits, even with the right secret.
+    b.c().goto(&format!("{}login", host.ui)).await.unwrap();
+    // The refused ingest token was the first failure.
+    for _ in 0..9 {
+        let (status, _) = b.post("/ui/login", "user=admin&password=guess").await;
+        assert_eq!(status, 401);
+    }
+    let (status, text) = b
+        .post("/ui/login", &format!("token={}", operator.trim()))
+        .await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("Too many failed logins"), "{text}");
     b.close().await;
 }

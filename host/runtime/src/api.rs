@@ -840,7 +840,7 @@ async fn handle(
         Handler::Restart => {
             let who =
                 caller.map_or_else(|| "operator".into(), |c| format!("operator `{}`", c.name));
-            app.request_restart(&who);
+            app.request_restart_soon(who);
             json_response(
                 StatusCode::ACCEPTED,
                 &json!({ "restarting": true, "pid": std::process::id() }),

@@ -302,6 +302,28 @@ pub struct NfStatus {
     pub ports: Vec<NfPortStatus>,
     /// Its counters.
     pub stats: NfStatsSnapshot,
+    /// PFCP state, for a network function granted the UPF's tables.
+    pub pfcp: Option<PfcpStatus>,
+}
+
+/// What a UPF's tables say about its N4 side.
+#[derive(Debug, Clone, Serialize)]
+pub struct PfcpStatus {
+    /// The associations with CP functions (SMFs).
+    pub associations: Vec<PfcpAssociation>,
+    /// PFCP sessions held.
+    pub sessions: u64,
+}
+
+/// One PFCP association.
+#[derive(Debug, Clone, Serialize)]
+pub struct PfcpAssociation {
+    /// Where the CP function's messages come from (`ip:port`).
+    pub peer: String,
+    /// Its Node ID (IE value octets, hex).
+    pub node_id: String,
+    /// Consecutive unanswered Heartbeat Requests.
+    pub heartbeat_misses: u32,
 }
 
 /// How an apply treats updates.
@@ -1388,9 +1410,40 @@ impl Appliance {
                     control: nf.control_addr().map(|a| a.to_string()),
                     ports: nf.ports(),
                     stats: nf.stats(),
+                    pfcp: self.pfcp_status(&d.spec),
                 })
             })
             .collect()
+    }
+
+    /// The UPF's associations and session count, read from the `upf-state` and `upf-sessions`
+    /// tables when `spec` is granted them.
+    fn pfcp_status(&self, spec: &PluginSpec) -> Option<PfcpStatus> {
+        let granted = |t: &str| spec.grants.nf.tables.iter().any(|g| g == t);
+        if !granted("upf-state") {
+            return None;
+        }
+        let state = self.tables.open("upf-state")?;
+        let sessions = if granted("upf-sessions") {
+            self.tables.open("upf-sessions").map_or(0, |t| t.len())
+        } else {
+            0
+        };
+        let associations = state
+            .get(outpost_upf::NODE_RECORD_KEY)
+            .and_then(|r| outpost_upf::associations(&r))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| PfcpAssociation {
+                peer: a.peer,
+                node_id: hex::encode(&a.node_id),
+                heartbeat_misses: a.heartbeat_misses,
+            })
+            .collect();
+        Some(PfcpStatus {
+            associations,
+            sessions,
+        })
     }
 
     /// The test handle of memory port `port` of network function `plugin`.
@@ -1537,6 +1590,18 @@ impl Appliance {
     pub fn request_restart(&self, who: &str) {
         tracing::warn!(by = who, "host restart requested");
         self.restart.send_replace(Some(who.to_string()));
+    }
+
+    /// [`request_restart`](Self::request_restart) half a second from now, so the response to
+    /// the request that asked for it reaches its client before the listeners close.
+    pub fn request_restart_soon(self: &Arc<Self>, who: String) {
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Some(app) = app.upgrade() {
+                app.request_restart(&who);
+            }
+        });
     }
 
     /// Waits until someone asks for a restart; returns who did.

@@ -425,7 +425,7 @@ async fn route(
                     ui.set_flash(&sid, false, "tick the confirmation box to restart the host");
                     return redirect("/ui/power");
                 }
-                app.request_restart(&who);
+                app.request_restart_soon(who.clone());
                 html(StatusCode::ACCEPTED, pages::restarting(app))
             } else {
                 html(
@@ -490,7 +490,16 @@ async fn login(
         match &ui.password {
             Err(e) => Err(format!("password login is off: {e}")),
             Ok(store) if field("user") == UI_ADMIN_USER || field("user").is_empty() => {
-                match store.check(form.get("password").map(String::as_str).unwrap_or("")) {
+                // Argon2 takes tens of milliseconds: off the async workers.
+                let (store, given) = (
+                    store.clone(),
+                    form.get("password").cloned().unwrap_or_default(),
+                );
+                let checked = match tokio::task::spawn_blocking(move || store.check(&given)).await {
+                    Ok(r) => r.map_err(|e| format!("password store unreadable: {e}")),
+                    Err(e) => Err(format!("password check failed: {e}")),
+                };
+                match checked {
                     Ok(PasswordCheck::Right { must_change }) => Ok((
                         Identity {
                             name: UI_ADMIN_USER.into(),
@@ -500,7 +509,7 @@ async fn login(
                         true,
                     )),
                     Ok(PasswordCheck::Wrong) => Err("wrong user, password or token".into()),
-                    Err(e) => Err(format!("password store unreadable: {e}")),
+                    Err(e) => Err(e),
                 }
             }
             Ok(_) => Err("wrong user, password or token".into()),

@@ -546,26 +546,28 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             &format!("ports-{}", nf.plugin),
         ));
     }
-    // The UPF keeps its state in host tables: read the associations and sessions from them.
-    let tables = app.tables();
-    if let Some(state_table) = tables.open("upf-state") {
-        let sessions = tables.open("upf-sessions").map_or(0, |t| t.len());
-        let assocs = state_table
-            .get(outpost_upf::NODE_RECORD_KEY)
-            .and_then(|r| outpost_upf::associations(&r))
-            .unwrap_or_default();
+    // A UPF keeps its N4 state in host tables; the host reads its associations and sessions.
+    for nf in &nfs {
+        let Some(pfcp) = &nf.pfcp else { continue };
         let _ = write!(
             out,
-            "<h2>UPF</h2><div class=\"cards\" id=\"upf\">{}{}</div>",
-            card("PFCP associations", &assocs.len().to_string(), None),
-            card("PFCP sessions", &sessions.to_string(), None)
+            "<h2>{} · PFCP</h2><div class=\"cards\" id=\"pfcp-{}\">{}{}</div>",
+            esc(&nf.plugin),
+            esc(&nf.plugin),
+            card(
+                "PFCP associations",
+                &pfcp.associations.len().to_string(),
+                None
+            ),
+            card("PFCP sessions", &pfcp.sessions.to_string(), None)
         );
-        let rows: Vec<Vec<String>> = assocs
+        let rows: Vec<Vec<String>> = pfcp
+            .associations
             .iter()
             .map(|a| {
                 vec![
                     esc(&a.peer),
-                    format!("<code>{}</code>", hex::encode(&a.node_id)),
+                    format!("<code>{}</code>", esc(&a.node_id)),
                     if a.heartbeat_misses == 0 {
                         state("up")
                     } else {
@@ -578,7 +580,7 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             out.push_str(&table(
                 &["SMF peer", "Node ID", "Heartbeat"],
                 &rows,
-                "pfcp-associations",
+                &format!("pfcp-associations-{}", nf.plugin),
             ));
         }
     }
