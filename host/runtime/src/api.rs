@@ -676,7 +676,7 @@ fn client_auth(manifest: &Manifest) -> Result<Option<ClientAuth>, RuntimeError> 
     Ok(Some(auth))
 }
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,

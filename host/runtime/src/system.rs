@@ -14,6 +14,22 @@ pub const LOW_DISK_FRACTION: f64 = 0.10;
 /// A sink with more messages than this waiting raises an alert.
 pub const SINK_BACKLOG_ALERT: u64 = 1000;
 
+/// Bytes in binary units, as people write them: `512 B`, `3.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// One reading of the machine.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SystemUsage {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION, SET_COOKIE};
+use hyper::header::{HeaderValue, LOCATION, SET_COOKIE};
 use hyper::{Request, Response, StatusCode};
 use outpost_security::{Identity, PasswordCheck, Role, UI_ADMIN_USER, UiPassword};
 
@@ -180,6 +180,14 @@ impl WebUi {
         }
     }
 
+    /// Shows the outcome of an action on the session's next page.
+    fn flash_outcome(&self, id: &str, outcome: Result<String, String>, failed: &str) {
+        match outcome {
+            Ok(done) => self.set_flash(id, true, done),
+            Err(e) => self.set_flash(id, false, format!("{failed}: {e}")),
+        }
+    }
+
     fn session_cookie(&self, id: &str, max_age: u64) -> HeaderValue {
         let secure = if self.tls { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
@@ -249,14 +257,14 @@ async fn route(
     match (method.as_str(), path.as_str()) {
         ("GET", "/" | "/ui") => return redirect("/ui/"),
         ("GET", "/ui/static/style.css") => {
-            return respond(
+            return crate::api::respond(
                 StatusCode::OK,
                 "text/css; charset=utf-8",
                 include_str!("style.css"),
             );
         }
         ("GET", "/ui/static/app.js") => {
-            return respond(
+            return crate::api::respond(
                 StatusCode::OK,
                 "text/javascript; charset=utf-8",
                 include_str!("app.js"),
@@ -353,7 +361,7 @@ async fn route(
             match crate::diagnostics::bundle(app, &ui.monitor).await {
                 Ok(b) => {
                     tracing::info!(%peer, user = %session.identity.name, file = %b.file_name, "support bundle downloaded");
-                    let mut resp = respond(StatusCode::OK, "application/gzip", b.bytes);
+                    let mut resp = crate::api::respond(StatusCode::OK, "application/gzip", b.bytes);
                     if let Ok(v) =
                         HeaderValue::from_str(&format!("attachment; filename=\"{}\"", b.file_name))
                     {
@@ -397,13 +405,10 @@ async fn route(
                         .map_err(|e| e.to_string()),
                     None => Err(format!("no running plugin `{name}`")),
                 };
-                ui.set_flash(
+                ui.flash_outcome(
                     &sid,
-                    outcome.is_ok(),
-                    match outcome {
-                        Ok(()) => format!("`{name}` rolled back to its previous version"),
-                        Err(e) => format!("`{name}` was not rolled back: {e}"),
-                    },
+                    outcome.map(|()| format!("`{name}` rolled back to its previous version")),
+                    &format!("`{name}` was not rolled back"),
                 );
                 redirect("/ui/plugins")
             } else if let Some(name) = p
@@ -411,13 +416,12 @@ async fn route(
                 .and_then(|r| r.strip_suffix("/restart"))
             {
                 let outcome = app.restart_plugin(name, &who).await;
-                ui.set_flash(
+                ui.flash_outcome(
                     &sid,
-                    outcome.is_ok(),
-                    match outcome {
-                        Ok(()) => format!("`{name}` restarted"),
-                        Err(e) => format!("not restarted: {e}"),
-                    },
+                    outcome
+                        .map(|()| format!("`{name}` restarted"))
+                        .map_err(|e| e.to_string()),
+                    &format!("`{name}` was not restarted"),
                 );
                 redirect("/ui/plugins")
             } else if p == "/ui/power/restart" {
@@ -644,24 +648,12 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
 fn html(status: StatusCode, body: String) -> Response<Body> {
-    respond(status, "text/html; charset=utf-8", body)
+    crate::api::respond(status, "text/html; charset=utf-8", body)
 }
 
 fn redirect(to: &str) -> Response<Body> {
-    let mut resp = respond(StatusCode::SEE_OTHER, "text/plain", "");
+    let mut resp = crate::api::respond(StatusCode::SEE_OTHER, "text/plain", "");
     if let Ok(v) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(LOCATION, v);
     }

@@ -32,21 +32,7 @@ pub fn url_encode(text: &str) -> String {
     out
 }
 
-/// Bytes in binary units.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::system::human_bytes as bytes;
 
 /// Seconds as `3d 4h`, `2h 5m`, `4m 10s` or `12s`.
 pub fn duration(secs: u64) -> String {
