@@ -79,6 +79,7 @@ fn hostile_grants(dirs: &Path, port: u16) -> Grants {
         models: Vec::new(),
         nn_load: None,
         nf: Default::default(),
+        shares: Default::default(),
     }
 }
 

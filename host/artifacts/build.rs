@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("UPF", "upf", "upf.wasm"),
     ("NF_PATCH", "nf-patch", "nf_patch.wasm"),
     ("TIERING_DEFAULT", "tiering-default", "tiering_default.wasm"),
+    ("SHARE_WRITER", "share-writer", "share_writer.wasm"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -40,6 +40,7 @@ pub mod host {
 
 pub use host::outpost::plugin::bus::BusError;
 pub use host::outpost::plugin::kv::KvError;
+pub use host::outpost::plugin::shares::ShareError;
 
 #[cfg(feature = "network-function")]
 pub use network_function::export_network_function;
@@ -61,6 +62,7 @@ pub mod pipeline {
             "outpost:plugin/config@0.1.0": crate::host::outpost::plugin::config,
             "outpost:plugin/bus@0.1.0": crate::host::outpost::plugin::bus,
             "outpost:plugin/kv@0.1.0": crate::host::outpost::plugin::kv,
+            "outpost:plugin/shares@0.1.0": crate::host::outpost::plugin::shares,
             "wasi:nn/tensor@0.2.0-rc-2024-10-28": generate,
             "wasi:nn/graph@0.2.0-rc-2024-10-28": generate,
             "wasi:nn/inference@0.2.0-rc-2024-10-28": generate,
@@ -406,6 +408,26 @@ pub mod bus {
     /// Publishes `payload` on `topic`.
     pub fn publish(topic: &str, payload: &[u8]) -> Result<(), BusError> {
         raw::publish(topic, payload)
+    }
+}
+
+/// Files in the shares the plugin was granted (`grants.shares`).
+pub mod shares {
+    use super::*;
+    use crate::ShareError;
+    use crate::host::outpost::plugin::shares as raw;
+
+    /// Writes `data` to `path` in `share` (needs `grants.shares.<share> = "rw"`).
+    pub fn write(share: &str, path: &str, data: &[u8]) -> Result<(), ShareError> {
+        raw::write(share, path, data)
+    }
+    /// Reads the file at `path` in `share`; an evicted file is recalled.
+    pub fn read(share: &str, path: &str) -> Result<Vec<u8>, ShareError> {
+        raw::read(share, path)
+    }
+    /// The files of `share` under `prefix`, sorted.
+    pub fn list(share: &str, prefix: &str) -> Result<Vec<String>, ShareError> {
+        raw::list_files(share, prefix)
     }
 }
 

@@ -710,6 +710,17 @@ pub struct Grants {
     pub nn_load: Option<NnLoadGrant>,
     /// Ports, tables and the control socket (network functions).
     pub nf: NfGrant,
+    /// Shares the plugin may read (`ro`) or read and write (`rw`), by `[shares]` name.
+    pub shares: BTreeMap<String, ShareAccess>,
+}
+
+/// How a plugin may use a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareAccess {
+    /// Read and list (`"ro"`).
+    ReadOnly,
+    /// Read, list and write (`"rw"`).
+    ReadWrite,
 }
 
 /// Permission to load model bytes the plugin supplies (`grants.nn = { load = true, max_mb = N }`).

@@ -401,6 +401,8 @@ struct RawGrants {
     #[serde(default)]
     tables: Vec<Spanned<String>>,
     control: Option<Spanned<String>>,
+    #[serde(default)]
+    shares: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -532,11 +534,12 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     let ports = check_ports(&c, raw.ports)?;
     let tables = check_tables(&c, raw.tables)?;
     let raw_shares = raw.shares;
+    let share_names: Vec<String> = raw_shares.keys().map(|k| k.get_ref().clone()).collect();
 
     let mut plugins = BTreeMap::new();
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
     for (name, plugin) in raw.plugins {
-        let spec = check_plugin(&c, &name, plugin, &models, &ports, &tables)?;
+        let spec = check_plugin(&c, &name, plugin, &models, &ports, &tables, &share_names)?;
         if let Some(route) = &spec.route
             && let Some(other) = routes.insert(route.clone(), spec.name.clone())
         {
@@ -1382,6 +1385,7 @@ fn check_plugin(
     models: &BTreeMap<String, ModelSpec>,
     ports: &BTreeMap<String, PortSpec>,
     tables: &BTreeMap<String, TableSpec>,
+    shares: &[String],
 ) -> Result<PluginSpec, ManifestError> {
     let n = name.get_ref();
     let valid_name = !n.is_empty()
@@ -1505,7 +1509,7 @@ fn check_plugin(
         );
     }
 
-    let grants = check_grants(c, n, kind, raw.grants, models, ports, tables)?;
+    let grants = check_grants(c, n, kind, raw.grants, models, ports, tables, shares)?;
     let limits = check_limits(c, n, raw.limits)?;
     let health = match raw.health {
         Some(h) if kind != PluginKind::Pipeline => {
@@ -1609,6 +1613,7 @@ fn check_plugin(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_grants(
     c: &Checker<'_>,
     n: &str,
@@ -1617,7 +1622,38 @@ fn check_grants(
     models: &BTreeMap<String, ModelSpec>,
     ports: &BTreeMap<String, PortSpec>,
     tables: &BTreeMap<String, TableSpec>,
+    shares: &[String],
 ) -> Result<Grants, ManifestError> {
+    let mut granted_shares = BTreeMap::new();
+    for (name, mode) in &raw.shares {
+        let share = name.get_ref();
+        if !shares.contains(share) {
+            return c.err(
+                name.span(),
+                format!(
+                    "plugins.{n}.grants.shares: no share named `{share}` (declared: {})",
+                    if shares.is_empty() {
+                        "none".to_string()
+                    } else {
+                        shares.join(", ")
+                    }
+                ),
+            );
+        }
+        let access = match mode.get_ref().as_str() {
+            "ro" => crate::ShareAccess::ReadOnly,
+            "rw" => crate::ShareAccess::ReadWrite,
+            other => {
+                return c.err(
+                    mode.span(),
+                    format!(
+                        "plugins.{n}.grants.shares.{share}: `{other}` is neither `ro` nor `rw`"
+                    ),
+                );
+            }
+        };
+        granted_shares.insert(share.clone(), access);
+    }
     let nf = check_nf_grant(c, n, kind, &raw, ports, tables)?;
     let mut dirs = Vec::new();
     for dir in raw.dirs {
@@ -1785,6 +1821,7 @@ fn check_grants(
         models: granted_models,
         nn_load,
         nf,
+        shares: granted_shares,
     })
 }
 
@@ -2757,5 +2794,34 @@ limits = { batch = 32, tick_ms = 50 }
         assert!(err.message.contains("only jobs are restarted"), "{err}");
         let err = parse("[plugins.j]\nkind = \"job\"\ncomponent = \"j.wasm\"\nrestart = { policy = \"always\", backoff_ms = 0 }\n").unwrap_err();
         assert!(err.message.contains("restart.backoff_ms"), "{err}");
+    }
+
+    #[test]
+    fn share_grants_name_declared_shares_with_ro_or_rw_and_anything_else_is_refused() {
+        let base = "[shares.archive]\npath = \"/a\"\nkind = \"edge-local\"\n\n[plugins.p]\nkind = \"pipeline\"\ncomponent = \"p.wasm\"\n";
+        let m = parse(&format!("{base}grants.shares = {{ archive = \"rw\" }}\n")).unwrap();
+        assert_eq!(
+            m.plugins["p"].grants.shares["archive"],
+            crate::ShareAccess::ReadWrite
+        );
+        let m = parse(&format!("{base}grants.shares = {{ archive = \"ro\" }}\n")).unwrap();
+        assert_eq!(
+            m.plugins["p"].grants.shares["archive"],
+            crate::ShareAccess::ReadOnly
+        );
+        let err = parse(&format!("{base}grants.shares = {{ other = \"rw\" }}\n")).unwrap_err();
+        assert!(
+            err.message
+                .contains("no share named `other` (declared: archive)"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{base}grants.shares = {{ archive = \"write\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.message.contains("`write` is neither `ro` nor `rw`"),
+            "{err}"
+        );
     }
 }

@@ -222,7 +222,7 @@ pub struct Appliance {
     /// Why an `image` plugin's artifact could not be used, by plugin (filled by each apply).
     image_errors: Mutex<BTreeMap<String, String>>,
     /// Shares (`[shares]`), opened when the host starts.
-    shares: Mutex<BTreeMap<String, Arc<RunningShare>>>,
+    shares: crate::shares::ShareRegistry,
     /// The TLS endpoints' certificates, once the management API has started with TLS.
     certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
@@ -393,7 +393,7 @@ impl Appliance {
             keys,
             updates,
             image_errors: Mutex::default(),
-            shares: Mutex::default(),
+            shares: Default::default(),
             certs: Mutex::new(None),
             linker,
             opts,
@@ -431,7 +431,7 @@ impl Appliance {
                     }),
             );
             lock(&appliance.tasks).extend([sync, policy]);
-            lock(&appliance.shares).insert(name.clone(), share);
+            appliance.shares.insert(name.clone(), share);
             tracing::info!(share = %name, kind = ?settings.kind, "share open");
         }
 
@@ -578,6 +578,9 @@ impl Appliance {
         }
         if spec.kind == PluginKind::NetworkFunction {
             ctx = ctx.with_nf(self.nf_io_for(spec)?);
+        }
+        if !spec.grants.shares.is_empty() {
+            ctx = ctx.with_shares(self.shares.clone());
         }
         Plugin::load(&self.engine, &self.cache, &self.linker, spec, ctx, bytes).map(Arc::new)
     }
@@ -1320,13 +1323,12 @@ impl Appliance {
 
     /// Every share's state.
     pub fn shares(&self) -> Vec<ShareStatus> {
-        let shares: Vec<_> = lock(&self.shares).values().cloned().collect();
-        shares.iter().map(|s| s.status()).collect()
+        self.shares.all().iter().map(|s| s.status()).collect()
     }
 
     /// A running share.
     pub fn share(&self, name: &str) -> Option<Arc<RunningShare>> {
-        lock(&self.shares).get(name).cloned()
+        self.shares.get(name)
     }
 
     /// Update control's state (`None` when no publisher is trusted).

@@ -86,6 +86,7 @@ pub fn requirement(interface: &str, kind: PluginKind) -> Requirement {
             }
             "bus" => Requirement::Grant("a bus topic", "grants.bus"),
             "kv" => Requirement::Grant("a kv namespace", "grants.kv"),
+            "shares" => Requirement::Grant("a share", "grants.shares"),
             "tables" if kind == PluginKind::NetworkFunction => {
                 Requirement::Grant("a table", "grants.tables")
             }
@@ -124,6 +125,7 @@ fn granted(key: &str, grants: &Grants) -> bool {
     match key {
         "grants.bus" => !grants.bus.is_empty(),
         "grants.kv" => grants.kv.is_some(),
+        "grants.shares" => !grants.shares.is_empty(),
         "grants.dirs" => !grants.dirs.is_empty(),
         "grants.net" => !grants.net.is_empty(),
         "grants.models" => !grants.models.is_empty() || grants.nn_load.is_some(),

@@ -4,6 +4,7 @@
 //! under the host's safety rules. A policy that traps, overruns its deadline or proposes
 //! nonsense is counted and overruled; the share keeps syncing.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,37 @@ pub struct ShareStatus {
     pub error: Option<String>,
     /// The policy loop's counters.
     pub policy_stats: PolicyStats,
+}
+
+/// The host's open shares by name, shared with the plugins granted them.
+#[derive(Clone, Default)]
+pub struct ShareRegistry(Arc<Mutex<BTreeMap<String, Arc<RunningShare>>>>);
+
+impl ShareRegistry {
+    /// The open share `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<RunningShare>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Every open share.
+    pub fn all(&self) -> Vec<Arc<RunningShare>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Adds an opened share.
+    pub fn insert(&self, name: String, share: Arc<RunningShare>) {
+        self.lock().insert(name, share);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RunningShare>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ShareRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.lock().keys()).finish()
+    }
 }
 
 /// One running share.

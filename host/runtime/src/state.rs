@@ -30,11 +30,17 @@ pub(crate) mod bindings {
         with: {
             "outpost:plugin/tables.table": crate::nf::TableHandle,
         },
+        // Share writes and reads wait for the quota, the disk and recalls: async, so a
+        // waiting plugin holds no thread.
+        imports: {
+            "outpost:plugin/shares.write": async,
+            "outpost:plugin/shares.read": async,
+        },
     });
 }
 
 pub(crate) use bindings::Imports;
-use bindings::outpost::plugin::{bus, config, kv, log};
+use bindings::outpost::plugin::{bus, config, kv, log, shares};
 
 /// Longest log line kept; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -62,6 +68,9 @@ pub struct PluginContext {
     pub nn: Option<Arc<NnPolicy>>,
     /// Its tables, ports and control socket, when it is a network function.
     pub nf: Option<Arc<crate::nf::NfIo>>,
+    /// The host's open shares (shares open after the first apply, so this is looked up at
+    /// call time), when the plugin is granted any.
+    pub shares: Option<crate::shares::ShareRegistry>,
     log_budget: Mutex<LogBudget>,
 }
 
@@ -92,6 +101,7 @@ impl PluginContext {
             kv,
             nn: None,
             nf: None,
+            shares: None,
             log_budget: Mutex::new(LogBudget {
                 tokens: LOG_BURST,
                 refilled: Instant::now(),
@@ -103,6 +113,12 @@ impl PluginContext {
     /// Gives the plugin `wasi:nn` under `policy` (its model grants and concurrency limit).
     pub fn with_nn(mut self, policy: NnPolicy) -> PluginContext {
         self.nn = Some(Arc::new(policy));
+        self
+    }
+
+    /// Gives the plugin the host's shares (its grants say which and how).
+    pub fn with_shares(mut self, registry: crate::shares::ShareRegistry) -> PluginContext {
+        self.shares = Some(registry);
         self
     }
 
@@ -380,6 +396,110 @@ impl kv::Host for StoreState {
 
     fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::KvError> {
         self.kv()?.list_keys(&prefix).map_err(kv_err)
+    }
+}
+
+/// Largest file a plugin writes or reads through `shares` in one call.
+pub const MAX_SHARE_FILE_BYTES: u64 = 64 << 20;
+
+impl StoreState {
+    /// The running share `name`, if the plugin may use it as `need` asks.
+    fn share(
+        &self,
+        name: &str,
+        write: bool,
+    ) -> Result<std::sync::Arc<crate::shares::RunningShare>, shares::ShareError> {
+        use outpost_manifest::ShareAccess;
+        let plugin = &self.plugin.name;
+        match self.plugin.grants.shares.get(name) {
+            None => {
+                return Err(shares::ShareError::Denied(format!(
+                    "plugin `{plugin}` is not granted share `{name}`"
+                )));
+            }
+            Some(ShareAccess::ReadOnly) if write => {
+                return Err(shares::ShareError::Denied(format!(
+                    "plugin `{plugin}` may only read share `{name}` (grants.shares.{name} = \"ro\")"
+                )));
+            }
+            Some(_) => {}
+        }
+        self.plugin
+            .shares
+            .as_ref()
+            .and_then(|r| r.get(name))
+            .ok_or_else(|| shares::ShareError::Io(format!("share `{name}` is not open yet")))
+    }
+}
+
+fn share_path(path: &str) -> Result<outpost_storage::SharePath, shares::ShareError> {
+    outpost_storage::SharePath::new(path).map_err(|e| shares::ShareError::BadPath(e.to_string()))
+}
+
+fn share_err(e: outpost_storage::StorageError) -> shares::ShareError {
+    match e {
+        outpost_storage::StorageError::NotFound(m) => shares::ShareError::NotFound(m),
+        outpost_storage::StorageError::InvalidPath { .. } => {
+            shares::ShareError::BadPath(e.to_string())
+        }
+        e => shares::ShareError::Io(e.to_string()),
+    }
+}
+
+impl shares::Host for StoreState {
+    async fn write(
+        &mut self,
+        share: String,
+        path: String,
+        data: Vec<u8>,
+    ) -> Result<(), shares::ShareError> {
+        let running = self.share(&share, true)?;
+        let path = share_path(&path)?;
+        if data.len() as u64 > MAX_SHARE_FILE_BYTES {
+            return Err(shares::ShareError::TooLarge(MAX_SHARE_FILE_BYTES));
+        }
+        let size = data.len();
+        running
+            .share()
+            .write(&path, bytes::Bytes::from(data))
+            .await
+            .map_err(share_err)?;
+        tracing::debug!(plugin = %self.plugin.name, share, path = path.as_str(), size, "plugin wrote a share file");
+        Ok(())
+    }
+
+    async fn read(&mut self, share: String, path: String) -> Result<Vec<u8>, shares::ShareError> {
+        let running = self.share(&share, false)?;
+        let path = share_path(&path)?;
+        let size = running
+            .share()
+            .entry(&path)
+            .map_err(share_err)?
+            .ok_or_else(|| shares::ShareError::NotFound(format!("{share}/{}", path.as_str())))?
+            .size;
+        if size > MAX_SHARE_FILE_BYTES {
+            return Err(shares::ShareError::TooLarge(MAX_SHARE_FILE_BYTES));
+        }
+        let data = running.share().read(&path).await.map_err(share_err)?;
+        Ok(data.to_vec())
+    }
+
+    fn list_files(
+        &mut self,
+        share: String,
+        prefix: String,
+    ) -> Result<Vec<String>, shares::ShareError> {
+        let running = self.share(&share, false)?;
+        let mut files: Vec<String> = running
+            .share()
+            .entries()
+            .map_err(share_err)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        files.sort();
+        Ok(files)
     }
 }
 

@@ -231,3 +231,133 @@ async fn files_go_in_and_out_of_a_share_through_the_api_and_unsafe_and_oversized
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_writes_reads_and_lists_the_shares_it_is_granted_and_is_refused_everywhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = dir.path().join("cloud");
+    std::fs::create_dir_all(&cloud).unwrap();
+    let text = format!(
+        r#"
+[plugins.writer]
+kind = "pipeline"
+component = "share_writer.wasm"
+grants.shares = {{ archive = "rw", local = "ro" }}
+
+[plugins.nogrant]
+kind = "pipeline"
+component = "share_writer.wasm"
+
+[shares.archive]
+path = "archive"
+kind = "cloud-tiered"
+target = "file://{}"
+quota_mb = 4
+
+[shares.local]
+path = "local"
+kind = "edge-local"
+quota_mb = 1
+"#,
+        cloud.display()
+    );
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    let mut opts = ApplianceOptions::new(dir.path().join("data"));
+    opts.plugin_dirs.push(
+        Path::new(outpost_artifacts::SHARE_WRITER)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    );
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app: Arc<Appliance> = Appliance::start(manifest, opts).await.unwrap();
+
+    // Importing `shares` without a grant is refused before the plugin runs.
+    let refused = app.plugin_status("nogrant").unwrap();
+    assert_eq!(refused.state, "failed");
+    let why = refused.last_error.unwrap();
+    assert!(
+        why.contains("outpost:plugin/shares") && why.contains("grants.shares"),
+        "{why}"
+    );
+
+    let slot = app.slot("writer").unwrap();
+    let call = |topic: &'static str, payload: Vec<u8>| {
+        let slot = slot.clone();
+        async move {
+            slot.handle(topic, &payload)
+                .await
+                .map(|out| out.into_iter().next().unwrap().payload)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let frame: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut request = b"archive\ncam/1/frame.bin\n".to_vec();
+    request.extend(&frame);
+    assert_eq!(call("write", request).await.unwrap(), b"ok");
+
+    // The file is the share's like any other: journaled, synced, and readable back.
+    let running = app.share("archive").unwrap();
+    let p = SharePath::new("cam/1/frame.bin").unwrap();
+    assert_eq!(running.share().read(&p).await.unwrap(), frame);
+    running.share().sync_once().await.unwrap();
+    assert_eq!(
+        running.share().entry(&p).unwrap().unwrap().state,
+        FileState::Synced
+    );
+    assert_eq!(
+        call("read", b"archive\ncam/1/frame.bin".to_vec())
+            .await
+            .unwrap(),
+        frame
+    );
+    assert_eq!(
+        call("list", b"archive\ncam/".to_vec()).await.unwrap(),
+        b"cam/1/frame.bin"
+    );
+    // An evicted file is recalled for the plugin.
+    running.share().evict(&p).await.unwrap();
+    assert_eq!(
+        running.share().entry(&p).unwrap().unwrap().state,
+        FileState::Evicted
+    );
+    assert_eq!(
+        call("read", b"archive\ncam/1/frame.bin".to_vec())
+            .await
+            .unwrap(),
+        frame
+    );
+
+    // Refusals name what was wrong and write nothing.
+    for (topic, payload, want) in [
+        (
+            "write",
+            "local\nx.txt\ndata",
+            "denied: plugin `writer` may only read share `local`",
+        ),
+        (
+            "write",
+            "other\nx.txt\ndata",
+            "denied: plugin `writer` is not granted share `other`",
+        ),
+        ("write", "archive\n../escape.txt\ndata", "bad-path"),
+        ("write", "archive\n/abs.txt\ndata", "bad-path"),
+        ("read", "archive\nnone.txt", "not-found"),
+    ] {
+        let err = call(topic, payload.as_bytes().to_vec()).await.unwrap_err();
+        assert!(err.contains(want), "{payload:?}: {err}");
+    }
+    assert_eq!(call("list", b"local\n".to_vec()).await.unwrap(), b"");
+    let names: Vec<String> = running
+        .share()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(names, ["cam/1/frame.bin"]);
+    assert!(!dir.path().join("escape.txt").exists());
+    app.shutdown().await;
+}
