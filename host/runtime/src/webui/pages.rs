@@ -299,6 +299,13 @@ fn grants_summary(app: &Appliance, name: &str) -> String {
     if g.nn_load.is_some() {
         parts.push("nn load".into());
     }
+    for (share, access) in &g.shares {
+        let mode = match access {
+            outpost_manifest::ShareAccess::ReadOnly => "ro",
+            outpost_manifest::ShareAccess::ReadWrite => "rw",
+        };
+        parts.push(format!("share {share} ({mode})"));
+    }
     if parts.is_empty() {
         "<span class=\"none\">none</span>".into()
     } else {
