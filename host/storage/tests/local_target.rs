@@ -395,3 +395,78 @@ async fn a_second_engine_on_the_same_share_is_refused() {
         "{second:?}"
     );
 }
+
+/// The SHA-256 of a file, read in 8 MiB pieces.
+fn file_digest(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_two_gib_uploads_in_parts_evicts_and_recalls_with_its_digest_intact() {
+    use std::io::Write;
+    const MIB: u64 = 1 << 20;
+    // 2 GiB and one odd piece: the last part is short and no size lines up with a boundary.
+    const LEN: u64 = 2048 * MIB + 12_345;
+    let fx = Fixture::new();
+    let share = fx.open(64 * MIB, 4 << 30).await;
+    let local = fx.root.path().join("video/night.mkv");
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    {
+        // Written the way a camera recorder writes: a piece at a time, never whole in memory.
+        let base = data(11, MIB as usize);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&local).unwrap());
+        let mut left = LEN;
+        let mut i = 0u64;
+        while left > 0 {
+            let mut piece = base.clone();
+            piece[..8].copy_from_slice(&i.to_le_bytes());
+            let n = left.min(MIB) as usize;
+            f.write_all(&piece[..n]).unwrap();
+            left -= n as u64;
+            i += 1;
+        }
+        f.flush().unwrap();
+    }
+    let digest = file_digest(&local);
+
+    let report = share.sync_once().await.unwrap();
+    assert_eq!(report.uploaded, 1, "{report:?}");
+    assert_eq!(
+        share.stats().unwrap().parts_sent,
+        33,
+        "2 GiB + a bit in 64 MiB parts"
+    );
+    let remote = fx.target.path().join("video/night.mkv");
+    assert_eq!(std::fs::metadata(&remote).unwrap().len(), LEN);
+    assert_eq!(file_digest(&remote), digest);
+    let entry = share.entry(&p("video/night.mkv")).unwrap().unwrap();
+    assert_eq!((entry.state, entry.size), (FileState::Synced, LEN));
+
+    share.evict(&p("video/night.mkv")).await.unwrap();
+    assert_eq!(std::fs::metadata(&local).unwrap().len(), 0, "a stub");
+    // A range at the very end comes from the remote without a recall.
+    let tail = share
+        .read_range(&p("video/night.mkv"), LEN - 100..LEN)
+        .await
+        .unwrap();
+    let last_piece = (LEN - 1) / MIB;
+    let mut expected = data(11, MIB as usize);
+    expected[..8].copy_from_slice(&last_piece.to_le_bytes());
+    let offset = (LEN - 100 - last_piece * MIB) as usize;
+    assert_eq!(&tail[..], &expected[offset..offset + 100]);
+    assert!(share.recall(&p("video/night.mkv")).await.unwrap());
+    assert_eq!(std::fs::metadata(&local).unwrap().len(), LEN);
+    assert_eq!(file_digest(&local), digest);
+}
