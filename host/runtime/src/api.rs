@@ -33,7 +33,66 @@ use crate::error::RuntimeError;
 /// Largest manifest accepted by `PUT /v1/manifest`.
 const MAX_MANIFEST_BYTES: usize = 1 << 20;
 
-type Body = Full<Bytes>;
+/// Response bodies: whole (most routes) or streamed (share files).
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A whole body.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Reads a file in frames of up to 256 KiB: a multi-GiB share file is never held in memory.
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = self.left.min(256 << 10) as usize;
+        let mut buf = vec![0u8; want];
+        let mut read_buf = tokio::io::ReadBuf::new(&mut buf);
+        match std::pin::Pin::new(&mut self.file).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    // The file shrank under us: end the body short; the client sees the length
+                    // mismatch rather than made-up bytes.
+                    self.left = 0;
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was being sent",
+                    ))));
+                }
+                buf.truncate(n);
+                self.left -= n as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(buf)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -681,7 +740,7 @@ pub(crate) fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -1074,22 +1133,33 @@ async fn get_file(
         .get(hyper::header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(|h| parse_range(h, entry.size));
-    let (status, result) = match range {
-        Some(None) => {
-            return error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("file is {} bytes", entry.size),
-            );
-        }
-        Some(Some(r)) => (
-            StatusCode::PARTIAL_CONTENT,
-            running.share().read_range(&path, r).await,
+    match range {
+        Some(None) => error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("file is {} bytes", entry.size),
         ),
-        None => (StatusCode::OK, running.share().read(&path).await),
-    };
-    match result {
-        Ok(bytes) => respond(status, "application/octet-stream", bytes),
-        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+        Some(Some(r)) => match running.share().read_range(&path, r).await {
+            Ok(bytes) => respond(
+                StatusCode::PARTIAL_CONTENT,
+                "application/octet-stream",
+                bytes,
+            ),
+            Err(e) => error(StatusCode::BAD_GATEWAY, e),
+        },
+        // The whole file streams from disk (recalled first when evicted).
+        None => match running.share().open_read(&path).await {
+            Ok((file, len)) => {
+                let mut resp = Response::new(FileBody { file, left: len }.boxed());
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                resp.headers_mut()
+                    .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+                resp
+            }
+            Err(e) => error(StatusCode::BAD_GATEWAY, e),
+        },
     }
 }
 

@@ -1305,6 +1305,33 @@ impl Share {
         Ok(Bytes::from(data))
     }
 
+    /// Opens a file for streaming (an evicted file is recalled first), with its length: for
+    /// readers that must not hold a large file in memory.
+    pub async fn open_read(&self, path: &SharePath) -> Result<(tokio::fs::File, u64)> {
+        if self
+            .inner
+            .journal
+            .get(path.as_str())?
+            .is_some_and(|e| e.state == FileState::Evicted)
+        {
+            self.recall(path).await?;
+        }
+        let local = path.local(self.root());
+        let file = tokio::fs::File::open(&local)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::NotFound(local.display().to_string()),
+                _ => StorageError::io(&local, e),
+            })?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| StorageError::io(&local, e))?
+            .len();
+        self.touch(path).await?;
+        Ok((file, len))
+    }
+
     /// Reads `range` of a file. An evicted file at least `multipart_threshold` big is read with
     /// a ranged GET and stays evicted; a smaller one is recalled first.
     pub async fn read_range(&self, path: &SharePath, range: Range<u64>) -> Result<Bytes> {

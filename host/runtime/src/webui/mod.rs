@@ -21,8 +21,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION, SET_COOKIE};
 use hyper::{Request, Response, StatusCode};
@@ -32,7 +30,7 @@ use crate::appliance::Appliance;
 use crate::system::SystemMonitor;
 pub(crate) use history::History;
 
-type Body = Full<Bytes>;
+use crate::api::Body;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "outpost_ui";
