@@ -15,6 +15,19 @@ fn content(i: usize) -> Vec<u8> {
     (0..150 * 1024).map(|b| (b * 31 + i * 7) as u8).collect()
 }
 
+/// Starts an appliance from manifest `text` written into `dir`, finding plugins next to
+/// `artifact`.
+async fn start(dir: &Path, text: &str, artifact: &str) -> Arc<Appliance> {
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    let mut opts = ApplianceOptions::new(dir.join("data"));
+    opts.plugin_dirs
+        .push(Path::new(artifact).parent().unwrap().to_path_buf());
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    Appliance::start(manifest, opts).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_plugin_evicts_the_coldest_synced_files_until_its_free_space_target_is_met() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,18 +50,7 @@ evaluate_s = 1
 "#,
         cloud.display()
     );
-    let path = dir.path().join("outpost.toml");
-    std::fs::write(&path, text).unwrap();
-    let manifest = Manifest::load(&path).unwrap();
-    let mut opts = ApplianceOptions::new(dir.path().join("data"));
-    opts.plugin_dirs.push(
-        Path::new(outpost_artifacts::TIERING_DEFAULT)
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    );
-    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    let app: Arc<Appliance> = Appliance::start(manifest, opts).await.unwrap();
+    let app = start(dir.path(), &text, outpost_artifacts::TIERING_DEFAULT).await;
     let running = app.share("archive").expect("the share runs");
     let share = running.share().clone();
 
@@ -261,18 +263,7 @@ quota_mb = 1
 "#,
         cloud.display()
     );
-    let path = dir.path().join("outpost.toml");
-    std::fs::write(&path, text).unwrap();
-    let manifest = Manifest::load(&path).unwrap();
-    let mut opts = ApplianceOptions::new(dir.path().join("data"));
-    opts.plugin_dirs.push(
-        Path::new(outpost_artifacts::SHARE_WRITER)
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    );
-    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    let app: Arc<Appliance> = Appliance::start(manifest, opts).await.unwrap();
+    let app = start(dir.path(), &text, outpost_artifacts::SHARE_WRITER).await;
 
     // Importing `shares` without a grant is refused before the plugin runs.
     let refused = app.plugin_status("nogrant").unwrap();

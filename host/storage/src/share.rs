@@ -1283,8 +1283,7 @@ impl Share {
         Ok(())
     }
 
-    /// Reads a whole file, recalling it first when evicted.
-    pub async fn read(&self, path: &SharePath) -> Result<Bytes> {
+    async fn recall_if_evicted(&self, path: &SharePath) -> Result<()> {
         if self
             .inner
             .journal
@@ -1293,6 +1292,12 @@ impl Share {
         {
             self.recall(path).await?;
         }
+        Ok(())
+    }
+
+    /// Reads a whole file, recalling it first when evicted.
+    pub async fn read(&self, path: &SharePath) -> Result<Bytes> {
+        self.recall_if_evicted(path).await?;
         let local = path.local(self.root());
         let data = blocking(move || {
             std::fs::read(&local).map_err(|e| match e.kind() {
@@ -1308,14 +1313,7 @@ impl Share {
     /// Opens a file for streaming (an evicted file is recalled first), with its length: for
     /// readers that must not hold a large file in memory.
     pub async fn open_read(&self, path: &SharePath) -> Result<(tokio::fs::File, u64)> {
-        if self
-            .inner
-            .journal
-            .get(path.as_str())?
-            .is_some_and(|e| e.state == FileState::Evicted)
-        {
-            self.recall(path).await?;
-        }
+        self.recall_if_evicted(path).await?;
         let local = path.local(self.root());
         let file = tokio::fs::File::open(&local)
             .await
