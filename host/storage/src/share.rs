@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,6 +53,8 @@ pub struct SyncReport {
     pub deferred: u64,
     /// Files whose upload failed (retried later with backoff).
     pub failed: u64,
+    /// The earliest time (Unix ms) a file waiting out its retry backoff is due again.
+    pub next_retry_unix_ms: Option<u64>,
 }
 
 /// What a refresh of the remote prefix did.
@@ -747,8 +749,7 @@ impl Share {
         let (sha, put, parts_sent, parts_resumed) = if single {
             e.state = FileState::Uploading;
             self.inner.journal.put(path.as_str(), e)?;
-            let mut h = Sha256::new();
-            let mut data = self.read_part(&local, 0, size, true, &mut h).await?;
+            let (mut data, h) = self.read_part(&local, 0, size, true, Sha256::new()).await?;
             let sha = hex::encode(h.finalize());
             self.check_unchanged(path, &local, size, mtime, e)?;
             if let (Some(provider), Some(layout)) = (&opts.encryption, layout) {
@@ -874,8 +875,14 @@ impl Share {
         };
         let nparts = size.div_ceil(part_size) as u32;
         let mut h = Sha256::new();
-        let mut etags = Vec::with_capacity(nparts as usize);
+        let mut etags: Vec<Option<String>> = vec![None; nparts as usize];
         let (mut sent, mut resumed) = (0, 0);
+        // Parts are read and hashed in order here; up to `part_concurrency` of them travel at
+        // once, each in its own task. A part is journaled complete as soon as it lands, so an
+        // interruption loses only the parts still in flight.
+        let window = self.inner.opts.part_concurrency.max(1);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut failed: Option<StorageError> = None;
         for idx in 0..nparts {
             let start = u64::from(idx) * part_size;
             let len = part_size.min(size - start);
@@ -885,12 +892,21 @@ impl Share {
                 .find(|p| p.number == idx && p.size == len)
             {
                 // Completed before an interruption: hash the local bytes, do not send again.
-                self.read_part(local, start, len, false, &mut h).await?;
-                etags.push(done.etag.clone());
+                etags[idx as usize] = Some(done.etag.clone());
+                h = self.read_part(local, start, len, false, h).await?.1;
                 resumed += 1;
                 continue;
             }
-            let mut data = self.read_part(local, start, len, true, &mut h).await?;
+            while in_flight.len() >= window {
+                if let Some(landed) = in_flight.next().await {
+                    self.part_landed(path, &mut record, &mut etags, &mut failed, landed)?;
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+            let (mut data, hasher) = self.read_part(local, start, len, true, h).await?;
+            h = hasher;
             if let (Some(provider), Some(layout)) = (encryption, layout) {
                 // Each part is one unit, sealed alone: decryptable and re-sendable by itself.
                 data = seal_units(provider, path.as_str(), layout, u64::from(idx), data).await?;
@@ -900,19 +916,39 @@ impl Share {
                 .counters
                 .parts_sent
                 .fetch_add(1, Ordering::Relaxed);
-            let etag = remote
-                .put_part(path, &record.backend_id, &record.upload_id, idx, data)
-                .await?;
-            record.parts.retain(|p| p.number != idx);
-            record.parts.push(crate::journal::PartRecord {
-                number: idx,
-                size: len,
-                etag: etag.clone(),
+            let share = self.clone();
+            let (p, backend_id, upload_id) = (
+                path.clone(),
+                record.backend_id.clone(),
+                record.upload_id.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let remote = share.remote("upload")?;
+                remote
+                    .put_part(&p, &backend_id, &upload_id, idx, data)
+                    .await
             });
-            journal.complete_part(path.as_str(), &record, idx)?;
-            etags.push(etag);
+            in_flight.push(async move {
+                let etag = task.await.unwrap_or_else(|e| {
+                    Err(StorageError::Journal(format!(
+                        "part upload task failed: {e}"
+                    )))
+                });
+                (idx, len, etag)
+            });
             sent += 1;
         }
+        while let Some(landed) = in_flight.next().await {
+            self.part_landed(path, &mut record, &mut etags, &mut failed, landed)?;
+        }
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let Some(etags) = etags.into_iter().collect::<Option<Vec<String>>>() else {
+            return Err(StorageError::Journal(format!(
+                "{path}: a part of the upload has no entity tag"
+            )));
+        };
         if let Err(err) = self.check_unchanged(path, local, size, mtime, e) {
             remote
                 .abort_multipart(path, &record.backend_id, &record.upload_id, nparts)
@@ -968,34 +1004,68 @@ impl Share {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// Reads `len` bytes at `start`, feeding `hasher`; when `throttled`, takes the bytes from
-    /// the upload token bucket chunk by chunk.
+    /// Records a part that finished uploading: journaled complete on success; the first failure
+    /// is kept (the other parts in flight still land and are recorded).
+    fn part_landed(
+        &self,
+        path: &SharePath,
+        record: &mut UploadRecord,
+        etags: &mut [Option<String>],
+        failed: &mut Option<StorageError>,
+        (idx, len, result): (u32, u64, Result<String>),
+    ) -> Result<()> {
+        match result {
+            Ok(etag) => {
+                record.parts.retain(|p| p.number != idx);
+                record.parts.push(crate::journal::PartRecord {
+                    number: idx,
+                    size: len,
+                    etag: etag.clone(),
+                });
+                self.inner
+                    .journal
+                    .complete_part(path.as_str(), record, idx)?;
+                etags[idx as usize] = Some(etag);
+            }
+            Err(err) => {
+                failed.get_or_insert(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `start` on a blocking thread, feeding `hasher` (returned with the
+    /// bytes); when `throttled`, then takes the bytes from the upload token bucket chunk by
+    /// chunk before they are sent.
     async fn read_part(
         &self,
         local: &Path,
         start: u64,
         len: u64,
         throttled: bool,
-        hasher: &mut Sha256,
-    ) -> Result<Bytes> {
-        let mut f = std::fs::File::open(local).map_err(|e| StorageError::io(local, e))?;
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| StorageError::io(local, e))?;
-        let mut out = BytesMut::with_capacity(len as usize);
-        let mut buf = vec![0u8; CHUNK];
-        let mut left = len;
-        while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            f.read_exact(&mut buf[..want])
-                .map_err(|e| StorageError::io(local, e))?;
-            if throttled {
-                self.inner.throttle.acquire(want as u64).await;
+        mut hasher: Sha256,
+    ) -> Result<(Bytes, Sha256)> {
+        let file = local.to_path_buf();
+        let (data, hasher) = blocking(move || {
+            let mut f = std::fs::File::open(&file).map_err(|e| StorageError::io(&file, e))?;
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| StorageError::io(&file, e))?;
+            let mut out = vec![0u8; len as usize];
+            f.read_exact(&mut out)
+                .map_err(|e| StorageError::io(&file, e))?;
+            hasher.update(&out);
+            Ok((Bytes::from(out), hasher))
+        })
+        .await?;
+        if throttled {
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(CHUNK as u64);
+                self.inner.throttle.acquire(want).await;
+                left -= want;
             }
-            hasher.update(&buf[..want]);
-            out.extend_from_slice(&buf[..want]);
-            left -= want as u64;
         }
-        Ok(out.freeze())
+        Ok((data, hasher))
     }
 
     /// SHA-256 of the object's content as downloaded (decrypted when `layout` is given).
@@ -1044,9 +1114,15 @@ impl Share {
             .journal
             .all()?
             .into_iter()
+            .filter(|(_, e)| matches!(e.state, FileState::Local | FileState::Uploading))
             .filter(|(_, e)| {
-                matches!(e.state, FileState::Local | FileState::Uploading)
-                    && e.retry_after_unix_ms <= now
+                if e.retry_after_unix_ms > now {
+                    let next = report
+                        .next_retry_unix_ms
+                        .get_or_insert(e.retry_after_unix_ms);
+                    *next = (*next).min(e.retry_after_unix_ms);
+                }
+                e.retry_after_unix_ms <= now
             })
             .filter_map(|(p, e)| {
                 if self.settled(&e, now) {
@@ -1078,21 +1154,89 @@ impl Share {
         Ok(report)
     }
 
-    /// Runs [`Share::sync_once`] every `scan_interval` until `shutdown` turns true.
+    /// Runs [`Share::sync_once`] until `shutdown` turns true.
+    ///
+    /// The share directory is watched (inotify on Linux): a file created, written, closed,
+    /// renamed or removed there wakes the engine at once, so files dropped in by other programs
+    /// (or an NFS/SMB server exporting the directory) are picked up without polling. Between
+    /// events the engine wakes when a deferred file's settle window ends, when a failed upload's
+    /// backoff is over, and every `rescan_interval` as a safety net (a filesystem that sends no
+    /// events). Where no watch can be set up (no inotify, watch limit reached) it falls back to a
+    /// pass every `scan_interval`.
     pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let wake = Arc::new(Notify::new());
+        let watcher = self.watch_root(wake.clone());
+        let opts = &self.inner.opts;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            if let Err(e) = self.sync_once().await {
-                tracing::warn!(share = %self.inner.spec.name, error = %e, "sync pass failed");
-                self.set_error(&e);
-            }
+            let wait = match self.sync_once().await {
+                Ok(report) if watcher.is_some() => {
+                    let mut wait = opts.rescan_interval;
+                    if report.deferred > 0 || report.failed > 0 {
+                        wait = wait.min(opts.settle_window.max(Duration::from_millis(50)));
+                    }
+                    if let Some(at) = report.next_retry_unix_ms {
+                        let left = at.saturating_sub(now_unix_ms()).max(50);
+                        wait = wait.min(Duration::from_millis(left));
+                    }
+                    wait
+                }
+                Ok(_) => opts.scan_interval,
+                Err(e) => {
+                    tracing::warn!(share = %self.inner.spec.name, error = %e, "sync pass failed");
+                    self.set_error(&e);
+                    opts.scan_interval
+                }
+            };
             tokio::select! {
-                () = tokio::time::sleep(self.inner.opts.scan_interval) => {}
+                () = tokio::time::sleep(wait) => {}
+                () = wake.notified() => {
+                    // A burst of events (a copy in progress) makes one pass, not one per event.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 r = shutdown.changed() => if r.is_err() { break },
             }
         }
+        drop(watcher);
+    }
+
+    /// Sets up the directory watch that wakes [`Share::run`]; `None` (logged) where the
+    /// platform refuses one.
+    fn watch_root(&self, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        use notify::{EventKind, RecursiveMode, Watcher, event::AccessKind, event::AccessMode};
+        let state_dir = self.root().join(STATE_DIR);
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            Ok(event) => {
+                // Reads (the engine's own uploads) and the engine's journal and temp files
+                // are not news.
+                let relevant = match event.kind {
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                    EventKind::Access(_) => false,
+                    _ => true,
+                };
+                let outside_state = event.paths.is_empty()
+                    || event.paths.iter().any(|p| !p.starts_with(&state_dir));
+                if relevant && (outside_state || event.need_rescan()) {
+                    wake.notify_one();
+                }
+            }
+            // Overflowed queue or a watch error: a pass finds whatever was missed.
+            Err(_) => wake.notify_one(),
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(share = %self.inner.spec.name, error = %e, "no directory watch; polling every scan interval");
+                return None;
+            }
+        };
+        if let Err(e) = watcher.watch(self.root(), RecursiveMode::Recursive) {
+            tracing::warn!(share = %self.inner.spec.name, error = %e, "no directory watch; polling every scan interval");
+            return None;
+        }
+        Some(watcher)
     }
 
     /// Replaces the local copy of a synced, unpinned file with a zero-length stub (the journal

@@ -149,10 +149,17 @@ pub struct ShareOptions {
     pub multipart_threshold: u64,
     /// A file modified within this window is not uploaded yet (default 2 s).
     pub settle_window: Duration,
-    /// How often [`crate::Share::run`] rescans and syncs (default 1 s).
+    /// How often [`crate::Share::run`] rescans and syncs when the directory cannot be watched
+    /// (default 1 s).
     pub scan_interval: Duration,
+    /// With a directory watch, the longest [`crate::Share::run`] sleeps between passes when no
+    /// event arrives (default 60 s): the safety net for filesystems that send no events.
+    pub rescan_interval: Duration,
     /// Files uploaded at once (default 2).
     pub upload_concurrency: usize,
+    /// Parts of one multipart upload in flight at once (default 4): a large file is not held
+    /// to one round trip per part. Memory held is about `part_size` × this per file.
+    pub part_concurrency: usize,
     /// Retry policy for remote calls.
     pub retry: RetryPolicy,
     /// Upload throttle: share one between shares for a global cap; `None` gives the share its
@@ -184,7 +191,9 @@ impl fmt::Debug for ShareOptions {
             .field("multipart_threshold", &self.multipart_threshold)
             .field("settle_window", &self.settle_window)
             .field("scan_interval", &self.scan_interval)
+            .field("rescan_interval", &self.rescan_interval)
             .field("upload_concurrency", &self.upload_concurrency)
+            .field("part_concurrency", &self.part_concurrency)
             .field("retry", &self.retry)
             .field("throttle", &self.throttle)
             .field("read_back_verify", &self.read_back_verify)
@@ -203,7 +212,9 @@ impl Default for ShareOptions {
             multipart_threshold: 8 * 1024 * 1024,
             settle_window: Duration::from_secs(2),
             scan_interval: Duration::from_secs(1),
+            rescan_interval: Duration::from_secs(60),
             upload_concurrency: 2,
+            part_concurrency: 4,
             retry: RetryPolicy::default(),
             throttle: None,
             read_back_verify: false,
@@ -219,9 +230,13 @@ impl ShareOptions {
                 "part_size must be between 64 KiB and 4 GiB".into(),
             ));
         }
-        if self.upload_concurrency == 0 || self.retry.max_attempts == 0 {
+        if self.upload_concurrency == 0
+            || self.part_concurrency == 0
+            || self.retry.max_attempts == 0
+        {
             return Err(StorageError::InvalidSpec(
-                "upload_concurrency and retry.max_attempts must be positive".into(),
+                "upload_concurrency, part_concurrency and retry.max_attempts must be positive"
+                    .into(),
             ));
         }
         Ok(())

@@ -470,3 +470,85 @@ async fn a_file_over_two_gib_uploads_in_parts_evicts_and_recalls_with_its_digest
     assert_eq!(std::fs::metadata(&local).unwrap().len(), LEN);
     assert_eq!(file_digest(&local), digest);
 }
+
+/// Waits until `path` is `state` in the journal, for at most `limit`; returns the time taken.
+async fn wait_for_state(
+    share: &Share,
+    path: &str,
+    state: FileState,
+    limit: Duration,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if share.entry(&p(path)).unwrap().map(|e| e.state) == Some(state) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn files_placed_in_a_watched_share_upload_on_the_event_not_on_a_poll() {
+    let fx = Fixture::new();
+    let mut opts = fast_options(1024 * 1024);
+    // Polls and rescans so rare that only the directory watch can explain a prompt upload.
+    opts.scan_interval = Duration::from_secs(120);
+    opts.rescan_interval = Duration::from_secs(120);
+    opts.settle_window = Duration::from_millis(300);
+    let share = Share::open(
+        local_spec("data", fx.root.path(), fx.target.path(), 1 << 30),
+        opts,
+    )
+    .await
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn({
+        let share = share.clone();
+        async move { share.run(stop_rx).await }
+    });
+    // Let the first pass finish and the engine go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A file written by another program, in a directory created after the watch began.
+    std::fs::create_dir_all(fx.root.path().join("cam/2026")).unwrap();
+    let body = data(7, 200_000);
+    std::fs::write(fx.root.path().join("cam/2026/clip.bin"), &body).unwrap();
+    let took = wait_for_state(
+        &share,
+        "cam/2026/clip.bin",
+        FileState::Synced,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the new file was not uploaded within 10 s");
+    // Settle window (300 ms) plus a pass, far from the 120 s poll.
+    assert!(
+        took >= Duration::from_millis(250),
+        "uploaded before it settled: {took:?}"
+    );
+    let remote = std::fs::read(fx.target.path().join("cam/2026/clip.bin")).unwrap();
+    assert_eq!(sha256_hex(&remote), sha256_hex(&body));
+
+    // Overwriting it is an event too: the new content is uploaded.
+    let body2 = data(8, 90_000);
+    std::fs::write(fx.root.path().join("cam/2026/clip.bin"), &body2).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let remote = std::fs::read(fx.target.path().join("cam/2026/clip.bin")).unwrap();
+        if sha256_hex(&remote) == sha256_hex(&body2) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the overwrite was not uploaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), engine)
+        .await
+        .expect("the engine stops on shutdown")
+        .unwrap();
+}
