@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("VAD_PIPELINE", "vad-pipeline", "vad_pipeline.wasm"),
     ("NN_RUNNER", "nn-runner", "nn_runner.wasm"),
     ("UPF", "upf", "upf.wasm"),
+    ("SDWAN", "sdwan", "sdwan.wasm"),
     ("NF_PATCH", "nf-patch", "nf_patch.wasm"),
     ("TIERING_DEFAULT", "tiering-default", "tiering_default.wasm"),
     ("SHARE_WRITER", "share-writer", "share_writer.wasm"),

@@ -560,6 +560,7 @@ async fn an_operator_logs_in_changes_the_first_password_rolls_back_downloads_dia
     // The other pages.
     b.click("nav a[href='/ui/network']").await;
     assert!(b.exists("#no-nf").await);
+    assert!(b.exists("#no-sdwan").await);
     b.shot("network").await;
     b.click("nav a[href='/ui/shares']").await;
     let shares = b.text("#shares").await;

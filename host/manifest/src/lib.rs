@@ -20,6 +20,7 @@
 mod error;
 mod nf;
 mod raw;
+mod sdwan;
 mod topic;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
-pub use nf::{Ipv4Cidr, NfGrant, PortKind, PortSpec, TableKind, TableSpec};
+pub use nf::{Ipv4Cidr, NfGrant, OverlaySpec, PortKind, PortSpec, TableKind, TableSpec};
+pub use sdwan::{LINK_VALUE_LEN, SdwanSettings, UplinkSpec};
 pub use topic::TopicPattern;
 
 /// A validated deployment manifest.
@@ -51,6 +53,8 @@ pub struct Manifest {
     pub tables: BTreeMap<String, TableSpec>,
     /// Shares by name (`[shares.NAME]`): edge-local or cloud-tiered directories.
     pub shares: BTreeMap<String, ShareSettings>,
+    /// The site's WAN uplinks and their probes (`[sdwan]`).
+    pub sdwan: Option<SdwanSettings>,
     /// Directory that relative paths in the manifest are resolved against.
     pub base_dir: PathBuf,
 }
@@ -924,6 +928,15 @@ impl Manifest {
         }
         for share in self.shares.values_mut() {
             join(&mut share.path);
+        }
+        for port in self.ports.values_mut() {
+            if let Some(f) = port
+                .overlay
+                .as_mut()
+                .and_then(|o| o.private_key_file.as_mut())
+            {
+                join(f);
+            }
         }
         if let Some(f) = &mut self.host.tls.ca_bundle {
             join(f);

@@ -15,6 +15,8 @@ pub enum PortKind {
     AfPacket,
     /// Packets replayed from a pcap file (input only).
     Pcap,
+    /// An SD-WAN overlay uplink: IP packets sent through a WireGuard tunnel to a remote site.
+    Overlay,
 }
 
 impl std::fmt::Display for PortKind {
@@ -24,6 +26,7 @@ impl std::fmt::Display for PortKind {
             PortKind::Tap => "tap",
             PortKind::AfPacket => "af-packet",
             PortKind::Pcap => "pcap",
+            PortKind::Overlay => "overlay",
         })
     }
 }
@@ -81,6 +84,24 @@ pub struct PortSpec {
     pub gateway: Option<Ipv4Addr>,
     /// Packets a memory port queues in each direction.
     pub capacity: usize,
+    /// The tunnel of an overlay port.
+    pub overlay: Option<OverlaySpec>,
+}
+
+/// The WireGuard tunnel behind an overlay port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySpec {
+    /// The local address its datagrams leave from (the uplink's address).
+    pub local: std::net::SocketAddr,
+    /// The remote site's overlay endpoint over this uplink.
+    pub peer: std::net::SocketAddr,
+    /// The remote site's WireGuard public key (base64 of 32 bytes).
+    pub peer_public_key: String,
+    /// This site's private key (a file holding base64 of 32 bytes, owner-only); without it the
+    /// host generates one in its data directory and shows the public key in its status.
+    pub private_key_file: Option<PathBuf>,
+    /// The `[sdwan.uplinks]` entry whose probes judge this path, if any.
+    pub uplink: Option<String>,
 }
 
 /// What a table holds.

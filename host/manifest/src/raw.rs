@@ -41,6 +41,7 @@ struct RawManifest {
     tables: BTreeMap<Spanned<String>, Spanned<RawTable>>,
     #[serde(default)]
     shares: BTreeMap<Spanned<String>, Spanned<RawShare>>,
+    sdwan: Option<Spanned<crate::sdwan::RawSdwan>>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +85,11 @@ struct RawPort {
     address: Option<Spanned<String>>,
     gateway: Option<Spanned<String>>,
     capacity: Option<Spanned<u32>>,
+    local: Option<Spanned<String>>,
+    peer: Option<Spanned<String>>,
+    peer_public_key: Option<Spanned<String>>,
+    private_key_file: Option<PathBuf>,
+    uplink: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +99,7 @@ enum RawPortKind {
     Tap,
     AfPacket,
     Pcap,
+    Overlay,
 }
 
 #[derive(Deserialize)]
@@ -624,6 +631,31 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
     }
 
     let shares = check_shares(&c, raw_shares, &plugins)?;
+    let sdwan = match raw.sdwan {
+        None => None,
+        Some(s) => {
+            let span = s.span();
+            match crate::sdwan::check_sdwan(s.into_inner(), &tables) {
+                Ok(s) => Some(s),
+                Err((at, why)) => return c.err(if at.is_empty() { span } else { at }, why),
+            }
+        }
+    };
+    for port in ports.values() {
+        if let Some(uplink) = port.overlay.as_ref().and_then(|o| o.uplink.as_ref())
+            && !sdwan
+                .as_ref()
+                .is_some_and(|s| s.uplinks.contains_key(uplink))
+        {
+            return c.err(
+                0..0,
+                format!(
+                    "ports.{}.uplink: no `[sdwan.uplinks.{uplink}]` in this manifest",
+                    port.name
+                ),
+            );
+        }
+    }
     Ok(Manifest {
         host,
         plugins,
@@ -634,6 +666,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
         ports,
         tables,
         shares,
+        sdwan,
         base_dir: PathBuf::from("."),
     })
 }
@@ -1839,13 +1872,15 @@ fn check_ports(
         check_name(c, &name, "ports")?;
         let n = name.into_inner();
         let span = port.span();
-        let p = port.into_inner();
+        let mut p = port.into_inner();
         let kind = match p.kind.get_ref() {
             RawPortKind::Memory => PortKind::Memory,
             RawPortKind::Tap => PortKind::Tap,
             RawPortKind::AfPacket => PortKind::AfPacket,
             RawPortKind::Pcap => PortKind::Pcap,
+            RawPortKind::Overlay => PortKind::Overlay,
         };
+        let overlay = check_overlay(c, &n, kind, span.clone(), &mut p)?;
         let interface = match (kind, p.interface) {
             (PortKind::Tap | PortKind::AfPacket, Some(i)) => {
                 let valid = !i.get_ref().is_empty()
@@ -1953,10 +1988,97 @@ fn check_ports(
                 address,
                 gateway,
                 capacity,
+                overlay,
             },
         );
     }
     Ok(ports)
+}
+
+/// An overlay port's tunnel fields (and none of them on another kind of port).
+fn check_overlay(
+    c: &Checker<'_>,
+    n: &str,
+    kind: PortKind,
+    span: std::ops::Range<usize>,
+    p: &mut RawPort,
+) -> Result<Option<crate::OverlaySpec>, ManifestError> {
+    let (local, peer, key, file, uplink) = (
+        p.local.take(),
+        p.peer.take(),
+        p.peer_public_key.take(),
+        p.private_key_file.take(),
+        p.uplink.take(),
+    );
+    if kind != PortKind::Overlay {
+        if local.is_some() || peer.is_some() || key.is_some() || file.is_some() || uplink.is_some()
+        {
+            return c.err(
+                span,
+                format!("ports.{n}: `local`, `peer`, `peer_public_key`, `private_key_file` and `uplink` are for overlay ports, this is {kind}"),
+            );
+        }
+        return Ok(None);
+    }
+    if p.address.is_some() || p.gateway.is_some() {
+        return c.err(
+            span,
+            format!(
+                "ports.{n}: an overlay port carries IP packets already: no `address` or `gateway`"
+            ),
+        );
+    }
+    let addr = |v: Option<Spanned<String>>, field: &str| match v {
+        None => c.err(
+            span.clone(),
+            format!("ports.{n}: an overlay port needs `{field}`"),
+        ),
+        Some(v) => v.get_ref().parse::<std::net::SocketAddr>().or_else(|_| {
+            c.err(
+                v.span(),
+                format!(
+                    "ports.{n}.{field}: `{}` is not an `IP:PORT` address",
+                    v.get_ref()
+                ),
+            )
+        }),
+    };
+    let local = addr(local, "local")?;
+    let peer = addr(peer, "peer")?;
+    if peer.port() == 0 || peer.ip().is_unspecified() {
+        return c.err(
+            span,
+            format!("ports.{n}.peer: `{peer}` needs a real address and port"),
+        );
+    }
+    let Some(key) = key else {
+        return c.err(
+            span,
+            format!(
+                "ports.{n}: an overlay port needs `peer_public_key` (the remote site's, base64)"
+            ),
+        );
+    };
+    let k = key.get_ref().trim();
+    // Base64 of 32 bytes: 43 characters and one `=`.
+    let looks_right = k.len() == 44
+        && k.ends_with('=')
+        && k[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !looks_right {
+        return c.err(
+            key.span(),
+            format!("ports.{n}.peer_public_key: not a WireGuard public key (base64 of 32 bytes)"),
+        );
+    }
+    Ok(Some(crate::OverlaySpec {
+        local,
+        peer,
+        peer_public_key: k.to_owned(),
+        private_key_file: file,
+        uplink: uplink.map(Spanned::into_inner),
+    }))
 }
 
 fn check_tables(

@@ -207,6 +207,8 @@ pub struct MetricsSnapshot {
     pub certificates: Vec<outpost_security::CertStatus>,
     /// Shares.
     pub shares: Vec<ShareStatus>,
+    /// SD-WAN uplinks, when `[sdwan]` is configured.
+    pub sdwan: Option<crate::sdwan::SdwanStatus>,
 }
 
 /// A running appliance.
@@ -223,6 +225,8 @@ pub struct Appliance {
     image_errors: Mutex<BTreeMap<String, String>>,
     /// Shares (`[shares]`), opened when the host starts.
     shares: crate::shares::ShareRegistry,
+    /// The SD-WAN uplinks and probes (`[sdwan]`), started with the host.
+    sdwan: Mutex<Option<Arc<crate::sdwan::SdwanService>>>,
     /// The TLS endpoints' certificates, once the management API has started with TLS.
     certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
@@ -394,6 +398,7 @@ impl Appliance {
             updates,
             image_errors: Mutex::default(),
             shares: Default::default(),
+            sdwan: Mutex::new(None),
             certs: Mutex::new(None),
             linker,
             opts,
@@ -416,7 +421,18 @@ impl Appliance {
         });
         let text = appliance.opts.manifest_text.clone();
         let shares = manifest.shares.clone();
+        let sdwan = manifest.sdwan.clone();
         appliance.apply(manifest, text, false).await?;
+        if let Some(settings) = &sdwan {
+            let links = settings
+                .links_table
+                .as_ref()
+                .and_then(|t| appliance.tables.open(t));
+            let service =
+                crate::sdwan::SdwanService::start(settings, links, appliance.shutdown.subscribe())
+                    .await?;
+            *lock(&appliance.sdwan) = Some(Arc::new(service));
+        }
         // Shares start after the first apply, so their policy plugins are running.
         for (name, settings) in &shares {
             let encryption = appliance.keys.as_ref().map(|k| k.provider().clone());
@@ -606,7 +622,8 @@ impl Appliance {
         }
         let slot = deployment.slot()?.clone();
         let io = lock(&self.nf_io).get(&spec.name).cloned()?;
-        match NfRunner::start(slot, spec, &manifest.ports, io) {
+        let key_dir = self.opts.data_dir.join("sdwan");
+        match NfRunner::start(slot, spec, &manifest.ports, io, &key_dir) {
             Ok(runner) => {
                 *lock(&deployment.nf) = Some(Arc::new(runner));
                 None
@@ -752,6 +769,11 @@ impl Appliance {
             report
                 .warnings
                 .push("shares changed: takes effect when the host restarts".into());
+        }
+        if manifest.sdwan != current.sdwan && self.http_addr().is_some() {
+            report
+                .warnings
+                .push("sdwan changed: takes effect when the host restarts".into());
         }
         if manifest.host.tls != current.host.tls && self.http_addr().is_some() {
             report.warnings.push(
@@ -1321,6 +1343,11 @@ impl Appliance {
         *lock(&self.image_errors) = errors;
     }
 
+    /// The SD-WAN uplinks' quality and recent changes, when `[sdwan]` is configured.
+    pub fn sdwan(&self) -> Option<crate::sdwan::SdwanStatus> {
+        lock(&self.sdwan).as_ref().map(|s| s.status())
+    }
+
     /// Every share's state.
     pub fn shares(&self) -> Vec<ShareStatus> {
         self.shares.all().iter().map(|s| s.status()).collect()
@@ -1480,6 +1507,12 @@ impl Appliance {
             .collect()
     }
 
+    /// The sinks' connection and spool figures alone (what alerts need), without the rest of a
+    /// metrics snapshot.
+    pub async fn sink_stats(&self) -> Vec<SinkStats> {
+        self.routing.lock().await.sink_stats()
+    }
+
     /// Everything `/metrics` shows.
     pub async fn metrics(&self) -> MetricsSnapshot {
         let routing = self.routing.lock().await;
@@ -1498,6 +1531,7 @@ impl Appliance {
             tables: self.table_stats(),
             keys: self.key_status(),
             shares: self.shares(),
+            sdwan: self.sdwan(),
             certificates: self.certificates().map(|c| c.status()).unwrap_or_default(),
         }
     }

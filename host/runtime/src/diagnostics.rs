@@ -30,6 +30,7 @@ pub fn status_json(app: &Appliance) -> serde_json::Value {
         "encryption": app.key_status(),
         "updates": app.update_status(),
         "shares": app.shares(),
+        "sdwan": app.sdwan(),
         "certificates": app.certificates().map(|c| c.status()),
     })
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod nf;
 pub mod plugin;
 pub mod routing;
+pub mod sdwan;
 pub mod shares;
 pub mod slot;
 pub mod state;

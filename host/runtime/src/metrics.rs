@@ -437,6 +437,68 @@ fn render_inference(f: &mut Family<'_>, m: &MetricsSnapshot) {
         f.sample("outpost_model_running_peak", &[("model", &o.model)], o.peak);
     }
     network_functions(f, m);
+    sdwan(f, m);
+}
+
+fn sdwan(f: &mut Family<'_>, m: &MetricsSnapshot) {
+    let Some(s) = &m.sdwan else { return };
+    type Value = fn(&crate::sdwan::UplinkStatus) -> f64;
+    let series: [(&str, &str, &str, Value); 8] = [
+        (
+            "outpost_sdwan_uplink_up",
+            "gauge",
+            "1 when the uplink's probes say it is up.",
+            |u| f64::from(u8::from(u.quality.state == outpost_sdwan::LinkState::Up)),
+        ),
+        (
+            "outpost_sdwan_uplink_rtt_ms",
+            "gauge",
+            "Mean probe round-trip time over the window, ms.",
+            |u| u.quality.rtt_ms,
+        ),
+        (
+            "outpost_sdwan_uplink_jitter_ms",
+            "gauge",
+            "Smoothed RTT variation (RFC 3550 style), ms.",
+            |u| u.quality.jitter_ms,
+        ),
+        (
+            "outpost_sdwan_uplink_loss_percent",
+            "gauge",
+            "Probes lost over the window, percent.",
+            |u| u.quality.loss_pct,
+        ),
+        (
+            "outpost_sdwan_probes_sent_total",
+            "counter",
+            "Probes sent on the uplink.",
+            |u| u.quality.probes_sent as f64,
+        ),
+        (
+            "outpost_sdwan_probe_replies_total",
+            "counter",
+            "Probe replies received in time.",
+            |u| u.quality.replies as f64,
+        ),
+        (
+            "outpost_sdwan_probes_lost_total",
+            "counter",
+            "Probes with no reply before their timeout.",
+            |u| u.quality.lost as f64,
+        ),
+        (
+            "outpost_sdwan_uplink_changes_total",
+            "counter",
+            "Times the uplink went down or came back up.",
+            |u| u.changes as f64,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        f.head(name, kind, help);
+        for u in &s.uplinks {
+            f.sample(name, &[("uplink", &u.name)], get(u));
+        }
+    }
 }
 
 fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {

@@ -762,7 +762,19 @@ pub struct NfPortStatus {
     pub address: Option<String>,
     /// Counters.
     pub stats: PortStats,
+    /// The tunnel of an overlay port: this site's public key, the peer, WireGuard counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::sdwan::OverlayPortStatus>,
 }
+
+/// One port as status shows it: name, kind, address, counters, and an overlay's tunnel.
+type ShownPort = (
+    String,
+    String,
+    Option<String>,
+    Arc<PortCounters>,
+    Option<crate::sdwan::OverlayHandle>,
+);
 
 /// Runs a network function's data path, control path and timer.
 pub struct NfRunner {
@@ -770,7 +782,7 @@ pub struct NfRunner {
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    ports: Vec<(String, String, Option<String>, Arc<PortCounters>)>,
+    ports: Vec<ShownPort>,
     memory: BTreeMap<String, MemoryPortHandle>,
 }
 
@@ -781,6 +793,7 @@ impl NfRunner {
         spec: &PluginSpec,
         port_specs: &BTreeMap<String, PortSpec>,
         io: Arc<NfIo>,
+        key_dir: &std::path::Path,
     ) -> Result<NfRunner, String> {
         let mut ports = Vec::new();
         let mut memory = BTreeMap::new();
@@ -790,7 +803,16 @@ impl NfRunner {
                 .get(name)
                 .ok_or_else(|| format!("port `{name}` is not declared"))?;
             let id = u16::try_from(i).map_err(|_| "too many ports".to_string())?;
-            let port = open_port(id, &to_dataplane(ps)).map_err(|e| e.to_string())?;
+            let (port, overlay): (Box<dyn Port>, _) = match &ps.overlay {
+                Some(spec) => {
+                    let (port, handle) = crate::sdwan::open_overlay_port(id, name, spec, key_dir)?;
+                    (Box::new(port), Some(handle))
+                }
+                None => (
+                    open_port(id, &to_dataplane(ps)).map_err(|e| e.to_string())?,
+                    None,
+                ),
+            };
             if let Some(handle) = port.memory_handle() {
                 memory.insert(name.clone(), handle);
             }
@@ -799,6 +821,7 @@ impl NfRunner {
                 ps.kind.to_string(),
                 ps.address.map(|a| format!("{}/{}", a.address, a.prefix)),
                 port.counters().clone(),
+                overlay,
             ));
             ports.push(NfPort {
                 link: IpLink::new(ps),
@@ -858,11 +881,12 @@ impl NfRunner {
     pub fn ports(&self) -> Vec<NfPortStatus> {
         self.ports
             .iter()
-            .map(|(name, kind, address, counters)| NfPortStatus {
+            .map(|(name, kind, address, counters, overlay)| NfPortStatus {
                 name: name.clone(),
                 kind: kind.clone(),
                 address: address.clone(),
                 stats: counters.snapshot(),
+                overlay: overlay.as_ref().map(|o| o.status()),
             })
             .collect()
     }
@@ -925,6 +949,11 @@ fn to_dataplane(spec: &PortSpec) -> outpost_dataplane::PortSpec {
                 promiscuous: spec.address.is_some(),
                 ..Default::default()
             },
+        },
+        // Overlay ports are opened by `crate::sdwan`; a memory port stands in if one gets here.
+        PortKind::Overlay => D::Memory {
+            name,
+            capacity: spec.capacity,
         },
         PortKind::Pcap => D::Pcap {
             name,
@@ -1158,6 +1187,7 @@ mod tests {
             address: Some(outpost_manifest::Ipv4Cidr::parse("10.0.1.1/24").unwrap()),
             gateway: Some("10.0.1.254".parse().unwrap()),
             capacity: 16,
+            overlay: None,
         };
         IpLink::new(&spec).unwrap()
     }

@@ -135,7 +135,7 @@ impl SystemMonitor {
 }
 
 /// Busy and total jiffies of all CPUs (`/proc/stat`'s first line).
-fn cpu_counters() -> Option<(u64, u64)> {
+pub(crate) fn cpu_counters() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?.strip_prefix("cpu ")?;
     let values: Vec<u64> = line
@@ -277,8 +277,7 @@ pub async fn alerts(app: &Appliance, usage: &SystemUsage) -> Vec<Alert> {
             ),
         });
     }
-    let metrics = app.metrics().await;
-    for s in &metrics.sinks {
+    for s in &app.sink_stats().await {
         if s.spool.depth > SINK_BACKLOG_ALERT || (!s.connected && s.spool.depth > 0) {
             out.push(Alert {
                 level: "warning",

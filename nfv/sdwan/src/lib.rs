@@ -1,7 +1,7 @@
 //! Host-side foundation of Outpost's SD-WAN feature.
 //!
-//! Three independent pieces, meant to be wired together by the host (and driven by an SD-WAN
-//! plugin's policy):
+//! Independent pieces, meant to be wired together by the host (and driven by an SD-WAN plugin's
+//! policy), and a [`gateway`] that wires them into one site's data path:
 //!
 //! * [`probe`] — active link probes. A [`probe::Prober`] per uplink sends small UDP probes
 //!   every 100 ms to a remote [`probe::Reflector`] and keeps RTT, jitter (RFC 3550 style) and
@@ -14,15 +14,27 @@
 //! * [`overlay`] — the encrypted site-to-site overlay: WireGuard via `boringtun`, one tunnel
 //!   per uplink ([`overlay::OverlayPeer`]), key helpers, drop counters for hostile input, and
 //!   MTU / TCP MSS clamping ([`overlay::mtu`]).
+//! * [`qos`] — a per-uplink egress [`qos::Scheduler`]: strict-priority real-time classes, deficit
+//!   round robin by bytes between weighted classes, bounded drop-tail queues with counters and a
+//!   token-bucket rate cap.
+//! * [`gateway`] — one site's SD-WAN data path over N uplinks to a remote site
+//!   ([`gateway::Gateway`]): classify → route with flow pinning (re-evaluated on every probe
+//!   update) → optional duplication with receive-side de-duplication → TCP MSS clamp → QoS →
+//!   WireGuard, plus a serializable [`gateway::GatewayStatus`] (link quality, per-class choice
+//!   and counters, failover events) and flow-table export/import for hot swaps.
 //!
-//! Typical wiring: run a prober per uplink, feed each quality update into a
+//! Wiring by hand: run a prober per uplink, feed each quality update into a
 //! [`policy::Links`] map and [`policy::FlowTable::reevaluate`], classify packets, route each
 //! flow with [`policy::FlowTable::route`] and hand the packet to the chosen uplink's
-//! [`overlay::OverlayPeer`].
+//! [`overlay::OverlayPeer`]. [`gateway::Gateway`] does exactly that.
 
+pub mod gateway;
 pub mod overlay;
 pub mod policy;
 pub mod probe;
+pub mod qos;
 
+pub use gateway::{Gateway, GatewayConfig, GatewayStatus, Uplink};
 pub use policy::{Choice, ClassPolicy, FlowKey, FlowTable, Policy, Sla, select};
 pub use probe::{LinkEvent, LinkId, LinkQuality, LinkState, ProbeConfig, Prober, Reflector};
+pub use qos::{QosClass, QosConfig, RateCap, Scheduler};

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::appliance::Appliance;
-use crate::system::SystemMonitor;
 
 /// How often the sampler reads the counters.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -21,8 +20,9 @@ pub struct Sample {
     pub plugins: BTreeMap<String, (u64, u64, u64)>,
     /// Per share: upload rate, bytes per second.
     pub shares: BTreeMap<String, u64>,
-    /// CPU busy percent.
-    pub cpu: Option<f64>,
+    /// CPU busy and total jiffies since boot (cumulative counters from `/proc/stat`): the busy
+    /// share of an interval comes from two samples, whoever else reads the CPU meanwhile.
+    pub cpu: Option<(u64, u64)>,
 }
 
 /// The samples of the last [`WINDOW`].
@@ -50,7 +50,7 @@ impl History {
 }
 
 /// A reading of `app` now.
-pub fn sample(app: &Appliance, monitor: &SystemMonitor, cpu: bool) -> Sample {
+pub fn sample(app: &Appliance) -> Sample {
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -66,11 +66,7 @@ pub fn sample(app: &Appliance, monitor: &SystemMonitor, cpu: bool) -> Sample {
             .into_iter()
             .filter_map(|s| Some((s.name, s.stats?.upload_rate_bytes_per_sec)))
             .collect(),
-        cpu: if cpu {
-            monitor.read(&app.options().data_dir).cpu_percent
-        } else {
-            None
-        },
+        cpu: crate::system::cpu_counters(),
     }
 }
 
@@ -105,11 +101,19 @@ pub fn share_series(samples: &[Sample], share: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// CPU busy percent.
+/// CPU busy percent between consecutive samples.
 pub fn cpu_series(samples: &[Sample]) -> Vec<(f64, f64)> {
     samples
-        .iter()
-        .filter_map(|s| Some((s.at, s.cpu?)))
+        .windows(2)
+        .filter_map(|w| {
+            let ((b0, t0), (b1, t1)) = (w[0].cpu?, w[1].cpu?);
+            (t1 > t0).then(|| {
+                (
+                    w[1].at,
+                    100.0 * b1.saturating_sub(b0) as f64 / (t1 - t0) as f64,
+                )
+            })
+        })
         .collect()
 }
 
@@ -140,5 +144,27 @@ mod tests {
             2,
             "samples older than an hour go"
         );
+    }
+
+    #[test]
+    fn the_cpu_chart_takes_each_point_from_the_counters_of_two_samples() {
+        let cpu = |t: f64, busy: u64, total: u64| Sample {
+            at: t,
+            cpu: Some((busy, total)),
+            ..Default::default()
+        };
+        let samples = [
+            cpu(0.0, 100, 1000),
+            cpu(10.0, 400, 2000),
+            Sample {
+                at: 15.0,
+                ..Default::default()
+            },
+            cpu(20.0, 400, 2000),
+            cpu(30.0, 1400, 3000),
+        ];
+        // 300 of 1000 jiffies busy; no point across the sample without counters; an idle
+        // interval of zero jiffies gives none; then all 1000 busy.
+        assert_eq!(cpu_series(&samples), vec![(10.0, 30.0), (30.0, 100.0)]);
     }
 }

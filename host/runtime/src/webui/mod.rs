@@ -112,7 +112,7 @@ impl WebUi {
                     _ = stop.changed() => return,
                 }
                 let Some(app) = weak.upgrade() else { return };
-                let sample = history::sample(&app, &ui.monitor, true);
+                let sample = history::sample(&app);
                 lock(&ui.history).push(sample);
             }
         }));

@@ -148,7 +148,7 @@ pub(crate) fn password(ctx: &Ctx<'_>, error: Option<&str>) -> String {
 /// Overview: identity, uptime, machine use, alerts.
 pub(crate) async fn overview(ctx: &Ctx<'_>) -> String {
     let live = overview_live(ctx).await;
-    let samples = lock(&ctx.ui.history).with(history::sample(ctx.app, &ctx.ui.monitor, false));
+    let samples = lock(&ctx.ui.history).with(history::sample(ctx.app));
     let cpu = chart(
         "CPU use",
         "%",
@@ -453,13 +453,7 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
                 .iter()
                 .map(|(at, name, kind, detail)| {
                     vec![
-                        esc(&time::OffsetDateTime::from_unix_timestamp(*at as i64)
-                            .ok()
-                            .and_then(|t| {
-                                t.format(&time::format_description::well_known::Rfc3339)
-                                    .ok()
-                            })
-                            .unwrap_or_default()),
+                        esc(&super::render::time_of(*at as i128 * 1000)),
                         esc(name),
                         esc(kind),
                         format!("<code>{}</code>", esc(detail)),
@@ -469,7 +463,7 @@ pub(crate) fn plugins(ctx: &Ctx<'_>) -> String {
             "swap-history",
         )
     };
-    let samples = lock(&ctx.ui.history).with(history::sample(app, &ctx.ui.monitor, false));
+    let samples = lock(&ctx.ui.history).with(history::sample(app));
     let mut rate = Vec::new();
     let mut latency = Vec::new();
     for p in &statuses {
@@ -620,13 +614,93 @@ pub(crate) fn network_live(ctx: &Ctx<'_>) -> String {
             "tables",
         ));
     }
-    out.push_str("<h2>SD-WAN</h2><p class=\"none\">No SD-WAN plugin runs on this host: per-link quality and per-class link choice appear here when one does.</p>");
+    out.push_str(&sdwan_section(app.sdwan()));
+    out
+}
+
+/// The uplinks' quality and recent up/down changes.
+fn sdwan_section(status: Option<crate::sdwan::SdwanStatus>) -> String {
+    let mut out = String::from("<h2>SD-WAN uplinks</h2>");
+    let Some(s) = status else {
+        out.push_str("<p class=\"none\" id=\"no-sdwan\">No <code>[sdwan]</code> uplinks are configured on this host.</p>");
+        return out;
+    };
+    let rows: Vec<Vec<String>> = s
+        .uplinks
+        .iter()
+        .map(|u| {
+            let q = &u.quality;
+            vec![
+                esc(&u.name),
+                if q.state == outpost_sdwan::LinkState::Up {
+                    "up".into()
+                } else {
+                    "down".into()
+                },
+                esc(&u.local.to_string()),
+                esc(&u.remote.to_string()),
+                format!("{:.2}", q.rtt_ms),
+                format!("{:.2}", q.jitter_ms),
+                format!("{:.1}", q.loss_pct),
+                u.rate_mbps
+                    .map_or_else(|| "none".into(), |r| format!("{r} Mbit/s")),
+                u.changes.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "Uplink",
+            "State",
+            "Local",
+            "Remote",
+            "RTT ms",
+            "Jitter ms",
+            "Loss %",
+            "Cap",
+            "Changes",
+        ],
+        &rows,
+        "sdwan-uplinks",
+    ));
+    if let Some(r) = &s.reflector {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">Answering remote sites' probes on {} ({} answered, {} refused).</p>",
+            esc(&r.addr.to_string()),
+            r.reflected,
+            r.rejected
+        );
+    }
+    if !s.events.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .events
+            .iter()
+            .rev()
+            .take(20)
+            .map(|e| {
+                vec![
+                    esc(&super::render::time_of(i128::from(e.unix_ms))),
+                    esc(&e.uplink),
+                    e.state.to_string(),
+                    format!("{:.2}", e.rtt_ms),
+                    format!("{:.1}", e.loss_pct),
+                ]
+            })
+            .collect();
+        out.push_str("<h3>Failover events</h3>");
+        out.push_str(&table(
+            &["Time", "Uplink", "Now", "RTT ms", "Loss %"],
+            &rows,
+            "sdwan-events",
+        ));
+    }
     out
 }
 
 /// Shares: bytes per state, queue, rate against the schedule.
 pub(crate) fn shares(ctx: &Ctx<'_>) -> String {
-    let samples = lock(&ctx.ui.history).with(history::sample(ctx.app, &ctx.ui.monitor, false));
+    let samples = lock(&ctx.ui.history).with(history::sample(ctx.app));
     let series: Vec<(String, Vec<(f64, f64)>)> = ctx
         .app
         .shares()

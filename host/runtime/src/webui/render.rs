@@ -34,6 +34,17 @@ pub fn url_encode(text: &str) -> String {
 
 pub use crate::system::human_bytes as bytes;
 
+/// A time given in milliseconds since the Unix epoch, as RFC 3339 (UTC, milliseconds kept).
+pub fn time_of(unix_ms: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_ms * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// Seconds as `3d 4h`, `2h 5m`, `4m 10s` or `12s`.
 pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);

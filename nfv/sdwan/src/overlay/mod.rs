@@ -18,6 +18,7 @@
 //! helpers. [`mtu`] computes the inner MTU and clamps TCP MSS to it.
 
 pub mod mtu;
+pub mod port;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -305,6 +306,12 @@ fn decapsulate(shared: &Shared, from: SocketAddr, datagram: &[u8], buf: &mut [u8
     let mut outgoing = Vec::new();
     let mut inner = None;
     let c = &shared.counters;
+    if datagram.is_empty() {
+        // boringtun treats an empty input as "flush queued packets"; from the wire it is junk.
+        c.rx_dropped_invalid.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, "empty overlay datagram dropped");
+        return Decapsulated { outgoing, inner };
+    }
     let mut tunn = shared.tunn.lock();
     match tunn.decapsulate(Some(from.ip()), datagram, buf) {
         TunnResult::WriteToNetwork(d) => {

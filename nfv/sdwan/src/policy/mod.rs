@@ -411,6 +411,11 @@ impl FlowTable {
         before - self.flows.len()
     }
 
+    /// Every pinned flow, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
+        self.flows.iter()
+    }
+
     /// Number of pinned flows.
     pub fn len(&self) -> usize {
         self.flows.len()

@@ -1,0 +1,664 @@
+//! The SD-WAN host service in a running appliance: two sites on loopback, site A probing site
+//! B's reflector over an uplink that the test can cut (a relay of the test's own), and over an
+//! uplink that leads nowhere. Status, metrics and the failover events follow the links.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use outpost_manifest::Manifest;
+use outpost_runtime::{Appliance, ApplianceOptions};
+
+async fn start(dir: &Path, text: &str) -> Arc<Appliance> {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut opts = ApplianceOptions::new(dir.join("data"));
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    Appliance::start(Manifest::load(&path).unwrap(), opts)
+        .await
+        .unwrap()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP relay standing for a WAN link: forwards the client's datagrams to `upstream` and the
+/// replies back, or drops everything while cut.
+async fn relay(upstream: SocketAddr, cut: Arc<AtomicBool>) -> SocketAddr {
+    let outside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = outside.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut client = None;
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+        loop {
+            tokio::select! {
+                Ok((n, from)) = outside.recv_from(&mut a) => {
+                    client = Some(from);
+                    if !cut.load(Ordering::SeqCst) {
+                        let _ = inside.send_to(&a[..n], upstream).await;
+                    }
+                }
+                Ok((n, _)) = inside.recv_from(&mut b) => {
+                    if let (Some(c), false) = (client, cut.load(Ordering::SeqCst)) {
+                        let _ = outside.send_to(&b[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+fn uplink(app: &Appliance, name: &str) -> outpost_runtime::sdwan::UplinkStatus {
+    let status = app.sdwan().expect("sdwan is configured");
+    status
+        .uplinks
+        .into_iter()
+        .find(|u| u.name == name)
+        .unwrap_or_else(|| panic!("no uplink {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplink_probes_follow_a_cut_and_a_recovery_in_status_metrics_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_port = free_udp_port();
+    let site_b = start(
+        &dir.path().join("b"),
+        &format!("[host]\nname = \"site-b\"\n[sdwan]\nreflector = \"127.0.0.1:{b_port}\"\n"),
+    )
+    .await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let link = relay(format!("127.0.0.1:{b_port}").parse().unwrap(), cut.clone()).await;
+    let nowhere = free_udp_port();
+    let site_a = start(
+        &dir.path().join("a"),
+        &format!(
+            r#"
+[host]
+name = "site-a"
+[sdwan]
+probe_interval_ms = 100
+[sdwan.uplinks.fiber]
+local = "127.0.0.1:0"
+remote = "{link}"
+rate_mbps = 200
+[sdwan.uplinks.lte]
+local = "127.0.0.1:0"
+remote = "127.0.0.1:{nowhere}"
+"#
+        ),
+    )
+    .await;
+
+    // Both uplinks are probed; only the one with a reflector behind it comes up.
+    wait_for("fiber up", Duration::from_secs(5), || {
+        uplink(&site_a, "fiber").quality.state == outpost_sdwan::LinkState::Up
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fiber = uplink(&site_a, "fiber");
+    assert_eq!((fiber.link_id, fiber.rate_mbps), (0, Some(200)));
+    assert!(
+        fiber.quality.rtt_ms > 0.0 && fiber.quality.rtt_ms < 50.0,
+        "{fiber:?}"
+    );
+    assert_eq!(fiber.quality.loss_pct, 0.0, "{fiber:?}");
+    let lte = uplink(&site_a, "lte");
+    assert_eq!(lte.quality.state, outpost_sdwan::LinkState::Down);
+    assert!(
+        lte.quality.probes_sent >= 5 && lte.quality.replies == 0,
+        "{lte:?}"
+    );
+    let reflected = site_b.sdwan().unwrap().reflector.unwrap().reflected;
+    assert!(reflected >= 5, "site B answered {reflected} probes");
+
+    // Cut the fiber: it goes down within a second and the change is an event.
+    cut.store(true, Ordering::SeqCst);
+    let took = wait_for("fiber down", Duration::from_secs(2), || {
+        uplink(&site_a, "fiber").quality.state == outpost_sdwan::LinkState::Down
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "down after {took:?}");
+    let status = site_a.sdwan().unwrap();
+    let last = status.events.last().expect("a change event");
+    assert_eq!((last.uplink.as_str(), last.state), ("fiber", "down"));
+
+    let metrics = outpost_runtime::metrics::render("site-a", &site_a.metrics().await);
+    assert!(
+        metrics.contains("outpost_sdwan_uplink_up{uplink=\"fiber\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("outpost_sdwan_uplink_up{uplink=\"lte\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("outpost_sdwan_uplink_changes_total{uplink=\"fiber\"} 2"),
+        "{metrics}"
+    );
+
+    // Restore it: back up after the hold-down (5 good replies), a third change.
+    cut.store(false, Ordering::SeqCst);
+    wait_for("fiber up again", Duration::from_secs(5), || {
+        uplink(&site_a, "fiber").quality.state == outpost_sdwan::LinkState::Up
+    })
+    .await;
+    assert_eq!(uplink(&site_a, "fiber").changes, 3);
+    let status = outpost_runtime::diagnostics::status_json(&site_a);
+    assert_eq!(status["sdwan"]["uplinks"][0]["name"], "fiber");
+    assert_eq!(status["sdwan"]["uplinks"][0]["quality"]["state"], "Up");
+    assert_eq!(status["sdwan"]["events"][2]["state"], "up");
+
+    site_a.shutdown().await;
+    site_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uplink_address_that_cannot_be_bound_stops_the_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(
+        &path,
+        format!("[sdwan.uplinks.fiber]\nlocal = \"{addr}\"\nremote = \"127.0.0.1:9\"\n"),
+    )
+    .unwrap();
+    let mut opts = ApplianceOptions::new(dir.path().join("data"));
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let Err(err) = Appliance::start(Manifest::load(&path).unwrap(), opts).await else {
+        panic!("the host started with an uplink address it could not bind");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("sdwan.uplinks.fiber") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SD-WAN plugin between two sites: LAN memory ports, WireGuard overlay ports over two WAN
+// links (relays the test can cut), probes judging the links.
+
+const MARKER: &[u8] = b"OUTPOST-SDWAN-MARKER";
+
+/// Two relays (overlay and probes) per WAN link, cut together.
+struct Wan {
+    cut: Arc<AtomicBool>,
+    overlay: SocketAddr,
+    overlay_back: SocketAddr,
+    probes: SocketAddr,
+    plaintext_seen: Arc<std::sync::atomic::AtomicU64>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A relay standing for one direction pair of a WAN link, counting datagrams and any that
+/// carry `MARKER` in clear. Returns (front, back): clients send to the front; the target
+/// answers to the back.
+async fn watched_relay(
+    upstream: SocketAddr,
+    cut: Arc<AtomicBool>,
+    plaintext: Arc<std::sync::atomic::AtomicU64>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
+) -> (SocketAddr, SocketAddr) {
+    let outside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addrs = (outside.local_addr().unwrap(), inside.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut client = None;
+        let (mut a, mut b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let has_marker = |d: &[u8]| d.windows(MARKER.len()).any(|w| w == MARKER);
+        loop {
+            tokio::select! {
+                Ok((n, from)) = outside.recv_from(&mut a) => {
+                    client = Some(from);
+                    if has_marker(&a[..n]) { plaintext.fetch_add(1, Ordering::SeqCst); }
+                    if !cut.load(Ordering::SeqCst) {
+                        forwarded.fetch_add(1, Ordering::SeqCst);
+                        let _ = inside.send_to(&a[..n], upstream).await;
+                    }
+                }
+                Ok((n, _)) = inside.recv_from(&mut b) => {
+                    if has_marker(&b[..n]) { plaintext.fetch_add(1, Ordering::SeqCst); }
+                    if let (Some(c), false) = (client, cut.load(Ordering::SeqCst)) {
+                        forwarded.fetch_add(1, Ordering::SeqCst);
+                        let _ = outside.send_to(&b[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addrs
+}
+
+impl Wan {
+    async fn new(b_overlay: SocketAddr, b_reflector: SocketAddr) -> Wan {
+        let cut = Arc::new(AtomicBool::new(false));
+        let plaintext = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (overlay, overlay_back) =
+            watched_relay(b_overlay, cut.clone(), plaintext.clone(), forwarded.clone()).await;
+        let (probes, _) = watched_relay(
+            b_reflector,
+            cut.clone(),
+            plaintext.clone(),
+            Default::default(),
+        )
+        .await;
+        Wan {
+            cut,
+            overlay,
+            overlay_back,
+            probes,
+            plaintext_seen: plaintext,
+            forwarded,
+        }
+    }
+}
+
+/// An IPv4/UDP packet 10.1.0.5:40000 → 10.2.0.9:`dport` carrying `MARKER` and `seq`.
+fn packet(dport: u16, seq: u32) -> Vec<u8> {
+    let mut payload = MARKER.to_vec();
+    payload.extend_from_slice(&seq.to_be_bytes());
+    let total = 28 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 1, 0, 5]);
+    p[16..20].copy_from_slice(&[10, 2, 0, 9]);
+    let mut sum: u32 = p[..20]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(&payload);
+    p
+}
+
+fn seq_of(p: &[u8]) -> Option<(u16, u32)> {
+    let dport = u16::from_be_bytes([*p.get(22)?, *p.get(23)?]);
+    let s = p.get(28 + MARKER.len()..28 + MARKER.len() + 4)?;
+    Some((dport, u32::from_be_bytes(s.try_into().ok()?)))
+}
+
+fn key_file(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = outpost_sdwan::overlay::generate_secret();
+    let public =
+        outpost_sdwan::overlay::encode_key(outpost_sdwan::overlay::public_key(&secret).as_bytes());
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        outpost_sdwan::overlay::encode_key(&secret.to_bytes()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path, public)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn site_manifest(
+    name: &str,
+    reflector: Option<u16>,
+    uplinks: &[(&str, SocketAddr)],
+    key: &Path,
+    peer_key: &str,
+    overlays: &[(&str, u16, SocketAddr, &str)],
+) -> String {
+    let mut m = format!(
+        "[host]\nname = \"{name}\"\n[sdwan]\nprobe_interval_ms = 100\nlinks_table = \"sdwan-links\"\n"
+    );
+    if let Some(port) = reflector {
+        m += &format!("reflector = \"127.0.0.1:{port}\"\n");
+    }
+    for (u, remote) in uplinks {
+        m += &format!("[sdwan.uplinks.{u}]\nlocal = \"127.0.0.1:0\"\nremote = \"{remote}\"\n");
+    }
+    m += r#"
+[tables.sdwan-links]
+kind = "exact"
+max_entries = 16
+[tables.sdwan-flows]
+kind = "exact"
+max_entries = 10000
+[tables.sdwan-stats]
+kind = "counters"
+max_entries = 512
+[tables.sdwan-choices]
+kind = "exact"
+max_entries = 64
+[ports.lan]
+kind = "memory"
+capacity = 8192
+"#;
+    for (port, local, peer, uplink) in overlays {
+        m += &format!(
+            "[ports.{port}]\nkind = \"overlay\"\nlocal = \"127.0.0.1:{local}\"\npeer = \"{peer}\"\npeer_public_key = \"{peer_key}\"\nprivate_key_file = \"{}\"\n",
+            key.display()
+        );
+        if !uplink.is_empty() {
+            m += &format!("uplink = \"{uplink}\"\n");
+        }
+    }
+    m += r#"
+[plugins.sdwan]
+kind = "network-function"
+component = "sdwan.wasm"
+grants.ports = ["lan", "wan-fiber", "wan-lte"]
+grants.tables = ["sdwan-links", "sdwan-flows", "sdwan-stats", "sdwan-choices"]
+limits = { batch = 64 }
+[plugins.sdwan.config]
+lan = "lan"
+links = "wan-fiber=fiber,wan-lte=lte"
+classes = "realtime,bulk"
+"class.realtime.match" = "udp=5004;dscp=46"
+"class.realtime.links" = "wan-fiber,wan-lte"
+"class.realtime.max_loss_pct" = "10"
+"class.bulk.links" = "wan-lte,wan-fiber"
+hold_down_ms = "1000"
+"#;
+    m
+}
+
+async fn start_site(dir: &Path, text: &str) -> Arc<Appliance> {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut opts = ApplianceOptions::new(dir.join("data"));
+    opts.plugin_dirs.push(
+        Path::new(outpost_artifacts::SDWAN)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    );
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    opts.ephemeral = true;
+    let app = Appliance::start(Manifest::load(&path).unwrap(), opts)
+        .await
+        .unwrap();
+    let status = app.plugin_status("sdwan").unwrap();
+    assert_eq!(status.state, "running", "{status:?}");
+    app
+}
+
+fn port_stats(app: &Appliance, port: &str) -> outpost_runtime::nf::NfPortStatus {
+    app.network_functions()
+        .into_iter()
+        .flat_map(|nf| nf.ports)
+        .find(|p| p.name == port)
+        .unwrap_or_else(|| panic!("no port {port}"))
+}
+
+fn choice(app: &Appliance, class: &str) -> String {
+    app.tables()
+        .open("sdwan-choices")
+        .unwrap()
+        .get(class.as_bytes())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_the_hold_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_key, a_pub) = key_file(dir.path(), "a.key");
+    let (b_key, b_pub) = key_file(dir.path(), "b.key");
+    let (b_reflector, b_fiber, b_lte) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let reflector: SocketAddr = format!("127.0.0.1:{b_reflector}").parse().unwrap();
+    let fiber = Wan::new(format!("127.0.0.1:{b_fiber}").parse().unwrap(), reflector).await;
+    let lte = Wan::new(format!("127.0.0.1:{b_lte}").parse().unwrap(), reflector).await;
+
+    let site_b = start_site(
+        &dir.path().join("b"),
+        &site_manifest(
+            "site-b",
+            Some(b_reflector),
+            &[],
+            &b_key,
+            &a_pub,
+            &[
+                ("wan-fiber", b_fiber, fiber.overlay_back, ""),
+                ("wan-lte", b_lte, lte.overlay_back, ""),
+            ],
+        ),
+    )
+    .await;
+    let site_a = start_site(
+        &dir.path().join("a"),
+        &site_manifest(
+            "site-a",
+            None,
+            &[("fiber", fiber.probes), ("lte", lte.probes)],
+            &a_key,
+            &b_pub,
+            &[
+                ("wan-fiber", free_udp_port(), fiber.overlay, "fiber"),
+                ("wan-lte", free_udp_port(), lte.overlay, "lte"),
+            ],
+        ),
+    )
+    .await;
+    wait_for("both uplinks up", Duration::from_secs(10), || {
+        site_a
+            .sdwan()
+            .unwrap()
+            .uplinks
+            .iter()
+            .all(|u| u.quality.state == outpost_sdwan::LinkState::Up)
+    })
+    .await;
+    // Let the links settle past the hold-down so both are trusted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let a_lan = site_a.memory_port("sdwan", "lan").unwrap();
+    let b_lan = site_b.memory_port("sdwan", "lan").unwrap();
+
+    // A steady sender: a realtime packet (UDP 5004) and a bulk packet (UDP 9000) every 5 ms.
+    let sending = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (a_lan, sending) = (a_lan.clone(), sending.clone());
+        tokio::spawn(async move {
+            let mut seq = 0u32;
+            while sending.load(Ordering::SeqCst) {
+                a_lan.inject(&packet(5004, seq));
+                a_lan.inject(&packet(9000, seq));
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seq
+        })
+    };
+    // Each class on its link.
+    let mut received: Vec<(Instant, u16, u32)> = Vec::new();
+    let drain = |received: &mut Vec<(Instant, u16, u32)>| {
+        let now = Instant::now();
+        for p in b_lan.take_sent() {
+            if let Some((port, seq)) = seq_of(&p) {
+                received.push((now, port, seq));
+            }
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        drain(&mut received);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        received.iter().filter(|r| r.1 == 5004).count() > 50,
+        "realtime packets reached site B"
+    );
+    assert_eq!(choice(&site_a, "realtime"), "wan-fiber");
+    assert_eq!(choice(&site_a, "bulk"), "wan-lte");
+    let (fiber_tx, lte_tx) = (
+        port_stats(&site_a, "wan-fiber").stats.tx_packets,
+        port_stats(&site_a, "wan-lte").stats.tx_packets,
+    );
+    let rt = received.iter().filter(|r| r.1 == 5004).count() as u64;
+    let bulk = received.iter().filter(|r| r.1 == 9000).count() as u64;
+    // Each link carried its class (and only it): counts match what B received, give or take
+    // the packets in flight.
+    assert!(
+        fiber_tx >= rt && fiber_tx <= rt + 20,
+        "fiber {fiber_tx}, realtime {rt}"
+    );
+    assert!(
+        lte_tx >= bulk && lte_tx <= bulk + 20,
+        "lte {lte_tx}, bulk {bulk}"
+    );
+
+    // Cut the fiber: the realtime flow moves to LTE.
+    let cut_at = Instant::now();
+    fiber.cut.store(true, Ordering::SeqCst);
+    let moved = loop {
+        drain(&mut received);
+        if choice(&site_a, "realtime") == "wan-lte" {
+            break cut_at.elapsed();
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(3),
+            "the realtime flow did not move"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    // Realtime packets arrive at B again; time the gap.
+    let resumed = loop {
+        drain(&mut received);
+        if let Some(r) = received
+            .iter()
+            .find(|r| r.1 == 5004 && r.0 > cut_at + moved)
+        {
+            break r.0.duration_since(cut_at);
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(3),
+            "realtime traffic did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!(
+        "fiber cut: realtime flow moved after {moved:?}, traffic at site B again after {resumed:?}"
+    );
+    assert!(moved < Duration::from_secs(1), "moved after {moved:?}");
+    assert!(
+        resumed < Duration::from_secs(1),
+        "resumed after {resumed:?}"
+    );
+    let moves = site_a
+        .tables()
+        .open("sdwan-stats")
+        .unwrap()
+        .count(&256u32.to_le_bytes(), 0, 0)
+        .unwrap();
+    assert_eq!(moves.0, 1, "one flow moved once");
+
+    // Restore it: the flow returns only after the link has been back for the hold-down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restored_at = Instant::now();
+    fiber.cut.store(false, Ordering::SeqCst);
+    let back = loop {
+        drain(&mut received);
+        if choice(&site_a, "realtime") == "wan-fiber" {
+            break restored_at.elapsed();
+        }
+        assert!(
+            restored_at.elapsed() < Duration::from_secs(5),
+            "the flow did not return"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "fiber restored: realtime flow back after {back:?} (up after 5 probes + 1 s hold-down)"
+    );
+    assert!(
+        back >= Duration::from_millis(1000),
+        "returned before the hold-down: {back:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sending.store(false, Ordering::SeqCst);
+    let sent = sender.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain(&mut received);
+
+    // Bulk never left LTE and lost nothing; realtime lost only what was in flight on the cut
+    // link before the move.
+    let bulk_seqs: std::collections::BTreeSet<u32> = received
+        .iter()
+        .filter(|r| r.1 == 9000)
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(bulk_seqs.len() as u32, sent, "every bulk packet arrived");
+    let rt_seqs: std::collections::BTreeSet<u32> = received
+        .iter()
+        .filter(|r| r.1 == 5004)
+        .map(|r| r.2)
+        .collect();
+    let lost = sent - rt_seqs.len() as u32;
+    eprintln!("realtime: {sent} sent, {lost} lost around the cut");
+    assert!(
+        lost > 0 && u64::from(lost) * 5 < 1000,
+        "{lost} realtime packets lost"
+    );
+
+    // The wire never carried the payload in clear, in either direction.
+    for wan in [&fiber, &lte] {
+        assert!(wan.forwarded.load(Ordering::SeqCst) > 100);
+        assert_eq!(
+            wan.plaintext_seen.load(Ordering::SeqCst),
+            0,
+            "plaintext on the wire"
+        );
+    }
+
+    // Hostile datagrams at site B's fiber port are dropped and counted; traffic goes on.
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in [&[1u8, 0, 0][..], &[4u8; 200][..], &[0xffu8; 64][..]] {
+        attacker.send_to(d, ("127.0.0.1", b_fiber)).unwrap();
+    }
+    wait_for("hostile datagrams counted", Duration::from_secs(3), || {
+        port_stats(&site_b, "wan-fiber")
+            .overlay
+            .is_some_and(|o| o.counters.rx_dropped_invalid >= 3)
+    })
+    .await;
+    a_lan.inject(&packet(5004, 1_000_000));
+    wait_for("traffic after the attack", Duration::from_secs(3), || {
+        b_lan
+            .take_sent()
+            .iter()
+            .any(|p| seq_of(p) == Some((5004, 1_000_000)))
+    })
+    .await;
+
+    // Status shows each overlay port's public key for the operator.
+    let wan = port_stats(&site_a, "wan-fiber").overlay.unwrap();
+    assert_eq!(wan.public_key, a_pub);
+    assert_eq!(wan.uplink.as_deref(), Some("fiber"));
+    site_a.shutdown().await;
+    site_b.shutdown().await;
+}

@@ -1,0 +1,296 @@
+//! An overlay uplink as a data-plane [`Port`]: inner IP packets in and out, WireGuard
+//! (boringtun) datagrams on the wire.
+//!
+//! A network-function plugin (the SD-WAN plugin) forwards a packet to this port to send it to
+//! the remote site over this uplink; packets the remote site sent over it arrive in the port's
+//! receive batches, decrypted. The port is synchronous like every data-plane port: the socket is
+//! non-blocking, `recv_batch` drains what is ready and also runs WireGuard's timers
+//! (handshake retries, rekeying, keepalives), so the data path's polling loop drives it.
+//! Hostile datagrams (truncated, foreign, wrong key, bad tag, replayed) are dropped and counted
+//! as receive drops and in [`OverlayCounters`].
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
+use outpost_dataplane::{Batch, Port, PortCounters, PortId};
+
+use super::{OverlayConfig, OverlayCounters, OverlayError};
+
+/// Largest datagram handled (an inner packet of up to 64 KiB plus WireGuard's overhead).
+const MAX_DATAGRAM: usize = 65_536 + 64;
+/// How often WireGuard's timers run at most.
+const TIMER_EVERY: Duration = Duration::from_millis(50);
+
+/// Counters shared with readers while the data path owns the port.
+#[derive(Debug, Default)]
+pub struct SharedOverlayCounters {
+    tx_packets: AtomicU64,
+    tx_datagrams: AtomicU64,
+    rx_ok: AtomicU64,
+    rx_control: AtomicU64,
+    rx_dropped_invalid: AtomicU64,
+    rx_dropped_replay: AtomicU64,
+}
+
+impl SharedOverlayCounters {
+    /// A point-in-time copy.
+    pub fn snapshot(&self) -> OverlayCounters {
+        OverlayCounters {
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_datagrams: self.tx_datagrams.load(Ordering::Relaxed),
+            rx_ok: self.rx_ok.load(Ordering::Relaxed),
+            rx_control: self.rx_control.load(Ordering::Relaxed),
+            rx_dropped_invalid: self.rx_dropped_invalid.load(Ordering::Relaxed),
+            rx_dropped_replay: self.rx_dropped_replay.load(Ordering::Relaxed),
+            rx_dropped_queue_full: 0,
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One uplink's WireGuard tunnel as a packet port.
+pub struct OverlayPort {
+    id: PortId,
+    name: String,
+    socket: UdpSocket,
+    remote: SocketAddr,
+    tunn: Tunn,
+    counters: Arc<PortCounters>,
+    overlay: Arc<SharedOverlayCounters>,
+    rx_buf: Vec<u8>,
+    work: Vec<u8>,
+    last_timers: Instant,
+}
+
+impl std::fmt::Debug for OverlayPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayPort")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OverlayPort {
+    /// Binds `local` and sets up the tunnel to the peer at `remote`.
+    pub fn open(
+        id: PortId,
+        name: &str,
+        local: SocketAddr,
+        remote: SocketAddr,
+        config: OverlayConfig,
+    ) -> Result<Self, OverlayError> {
+        let socket = UdpSocket::bind(local)?;
+        Self::with_socket(id, name, socket, remote, config)
+    }
+
+    /// Uses an already-bound socket (for instance one opened inside a network namespace).
+    pub fn with_socket(
+        id: PortId,
+        name: &str,
+        socket: UdpSocket,
+        remote: SocketAddr,
+        config: OverlayConfig,
+    ) -> Result<Self, OverlayError> {
+        socket.set_nonblocking(true)?;
+        let tunn = Tunn::new(
+            config.secret,
+            config.peer_public,
+            config.preshared_key,
+            config.keepalive_secs,
+            config.index & 0x00ff_ffff,
+            None,
+        )
+        .map_err(OverlayError::Setup)?;
+        Ok(Self {
+            id,
+            name: name.to_owned(),
+            socket,
+            remote,
+            tunn,
+            counters: PortCounters::new_shared(),
+            overlay: Arc::new(SharedOverlayCounters::default()),
+            rx_buf: vec![0; MAX_DATAGRAM],
+            work: vec![0; MAX_DATAGRAM],
+            last_timers: Instant::now() - TIMER_EVERY,
+        })
+    }
+
+    /// The local address the tunnel's datagrams leave from.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The overlay counters, shared (read them while the data path owns the port).
+    pub fn overlay_counters(&self) -> Arc<SharedOverlayCounters> {
+        Arc::clone(&self.overlay)
+    }
+
+    fn send_datagram(&self, d: &[u8]) {
+        match self.socket.send_to(d, self.remote) {
+            Ok(_) => bump(&self.overlay.tx_datagrams),
+            // The uplink is down or the peer unreachable: the probes say so, and WireGuard
+            // retransmits handshakes by itself.
+            Err(e) => tracing::trace!(port = %self.name, error = %e, "overlay send failed"),
+        }
+    }
+
+    fn run_timers(&mut self) {
+        if self.last_timers.elapsed() < TIMER_EVERY {
+            return;
+        }
+        self.last_timers = Instant::now();
+        match self.tunn.update_timers(&mut self.work) {
+            TunnResult::WriteToNetwork(d) => {
+                let d = d.to_vec();
+                self.send_datagram(&d);
+            }
+            TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                // Session gone after long silence: the next packet starts a new handshake.
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends what the tunnel queued (packets held while a handshake was in flight).
+    fn drain_queued(&mut self) {
+        while let TunnResult::WriteToNetwork(d) = self.tunn.decapsulate(None, &[], &mut self.work) {
+            let d = d.to_vec();
+            self.send_datagram(&d);
+        }
+    }
+}
+
+impl Port for OverlayPort {
+    fn id(&self) -> PortId {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch, max: usize) -> io::Result<usize> {
+        self.run_timers();
+        let (mut n, mut bytes, mut drops) = (0usize, 0u64, 0u64);
+        while n < max {
+            let (len, from) = match self.socket.recv_from(&mut self.rx_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors reported on the socket (port unreachable): not fatal.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            };
+            let datagram = &self.rx_buf[..len];
+            match self
+                .tunn
+                .decapsulate(Some(from.ip()), datagram, &mut self.work)
+            {
+                TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                    bump(&self.overlay.rx_ok);
+                    bytes += p.len() as u64;
+                    batch.push(self.id, p);
+                    n += 1;
+                }
+                TunnResult::WriteToNetwork(d) => {
+                    bump(&self.overlay.rx_control);
+                    let d = d.to_vec();
+                    self.send_datagram(&d);
+                    self.drain_queued();
+                }
+                TunnResult::Done => {
+                    bump(&self.overlay.rx_control);
+                    self.drain_queued();
+                }
+                TunnResult::Err(e) => {
+                    drops += 1;
+                    if matches!(
+                        e,
+                        WireGuardError::DuplicateCounter
+                            | WireGuardError::InvalidCounter
+                            | WireGuardError::WrongTai64nTimestamp
+                    ) {
+                        bump(&self.overlay.rx_dropped_replay);
+                    } else {
+                        bump(&self.overlay.rx_dropped_invalid);
+                    }
+                    tracing::debug!(port = %self.name, error = ?e, %from, len, "overlay datagram dropped");
+                }
+            }
+        }
+        self.counters.add_rx(n as u64, bytes);
+        self.counters.add_rx_drops(drops);
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, frames: &mut dyn Iterator<Item = &[u8]>) -> io::Result<usize> {
+        let (mut sent, mut bytes, mut drops) = (0usize, 0u64, 0u64);
+        for packet in frames {
+            if packet.is_empty() || packet.len() + 32 > self.work.len() {
+                drops += 1;
+                continue;
+            }
+            match self.tunn.encapsulate(packet, &mut self.work) {
+                TunnResult::WriteToNetwork(d) => {
+                    let d = d.to_vec();
+                    self.send_datagram(&d);
+                    bump(&self.overlay.tx_packets);
+                    sent += 1;
+                    bytes += packet.len() as u64;
+                }
+                // Queued inside the tunnel until the handshake completes.
+                TunnResult::Done => {
+                    bump(&self.overlay.tx_packets);
+                    sent += 1;
+                    bytes += packet.len() as u64;
+                }
+                _ => drops += 1,
+            }
+        }
+        self.counters.add_tx(sent as u64, bytes);
+        self.counters.add_tx_drops(drops);
+        Ok(sent)
+    }
+
+    fn counters(&self) -> &Arc<PortCounters> {
+        &self.counters
+    }
+
+    fn readiness_fd(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        // Blocking peek with a timeout (safe code; the data path polls instead).
+        self.socket.set_nonblocking(false)?;
+        self.socket
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let mut probe = [0u8; 1];
+        let ready = match self.socket.peek_from(&mut probe) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            // A pending ICMP error is something to read (and skip) too.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+            Err(e) => Err(e),
+        };
+        self.socket.set_nonblocking(true)?;
+        ready
+    }
+}

@@ -1,0 +1,560 @@
+//! SD-WAN as a `network-function` plugin.
+//!
+//! Ports: one LAN port and one overlay port per WAN uplink (`kind = "overlay"` in the manifest:
+//! the host encrypts what this plugin forwards there with WireGuard). Packets from the LAN are
+//! classified into application classes, each flow (5-tuple) is pinned to an uplink in the host
+//! table `flows`, and moved only when its uplink goes down or breaks the class's SLA; a flow
+//! that left its preferred uplink returns after the uplink has been good for `hold_down_ms`.
+//! Packets arriving on an uplink go to the LAN port. The host's probes publish each uplink's
+//! state, RTT, jitter and loss in the table `links` (read-only here), so this plugin keeps no
+//! state of its own: a hot swap keeps every pin.
+//!
+//! Configuration (`config` in the manifest):
+//!
+//! | key | meaning | example |
+//! | --- | --- | --- |
+//! | `lan` | the LAN port's name | `lan` |
+//! | `links` | overlay port = uplink name (links-table key), in preference-neutral order | `wan-fiber=fiber,wan-lte=lte` |
+//! | `classes` | class names, matched in this order; the last one also takes what no rule matches | `realtime,web,bulk` |
+//! | `class.NAME.match` | `;`-separated rules: `dscp=46`, `udp=5004-5010`, `tcp=443`, `proto=17`, `any` | `dscp=46;udp=5004` |
+//! | `class.NAME.links` | preferred uplinks (port names), best first | `wan-fiber,wan-lte` |
+//! | `class.NAME.max_rtt_ms` / `max_jitter_ms` / `max_loss_pct` | the SLA | `150` / `30` / `2` |
+//! | `class.NAME.duplicate` | send each packet over the two best links | `true` |
+//! | `hold_down_ms` | how long a recovered link must be good before flows return (default 2000) | `2000` |
+//! | `links_table`, `flows_table`, `stats_table`, `choices_table` | table names (defaults `sdwan-links`, `sdwan-flows`, `sdwan-stats`, `sdwan-choices`) | |
+//!
+//! `stats` (a counter table, at least 512 counters) gets packets and bytes per class and port at
+//! index `class × 16 + port`, and flow moves per class at index `256 + class` (classes in
+//! `classes` order, at most 16 classes and 16 ports); `choices` (exact) holds each class's link
+//! (port name) for its latest flow decision.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use outpost_sdk::network_function::outpost::plugin::packet_types::{BatchResult, Verdict};
+use outpost_sdk::network_function::{Guest, Table, nf_io, open_table};
+use outpost_sdk::{config, log};
+
+/// Bytes of a flow key: source and destination IPv4, ports, protocol.
+const FLOW_KEY_LEN: usize = 13;
+/// First counter of the per-class flow moves in the stats table.
+const MOVES_BASE: u32 = 256;
+
+/// One match rule of a class.
+#[derive(Debug, Clone, PartialEq)]
+enum Rule {
+    Any,
+    Dscp(u8),
+    Proto(u8),
+    Port { proto: u8, lo: u16, hi: u16 },
+}
+
+impl Rule {
+    fn parse(text: &str) -> Result<Rule, String> {
+        let text = text.trim();
+        if text == "any" {
+            return Ok(Rule::Any);
+        }
+        let (k, v) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+        let num = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a number"));
+        match k.trim() {
+            "dscp" => {
+                let d = num(v)?;
+                u8::try_from(d)
+                    .ok()
+                    .filter(|d| *d < 64)
+                    .map(Rule::Dscp)
+                    .ok_or_else(|| format!("dscp {d} is outside 0..=63"))
+            }
+            "proto" => u8::try_from(num(v)?)
+                .map(Rule::Proto)
+                .map_err(|_| format!("`{v}` is not a protocol number")),
+            "udp" | "tcp" => {
+                let proto = if k.trim() == "udp" { 17 } else { 6 };
+                let (lo, hi) = match v.split_once('-') {
+                    Some((a, b)) => (num(a)?, num(b)?),
+                    None => (num(v)?, num(v)?),
+                };
+                if lo > hi {
+                    return Err(format!("port range `{v}` is empty"));
+                }
+                Ok(Rule::Port { proto, lo, hi })
+            }
+            other => Err(format!("unknown rule `{other}`")),
+        }
+    }
+
+    fn matches(&self, p: &Parsed) -> bool {
+        match self {
+            Rule::Any => true,
+            Rule::Dscp(d) => p.dscp == *d,
+            Rule::Proto(x) => p.proto == *x,
+            Rule::Port { proto, lo, hi } => {
+                p.proto == *proto && (*lo..=*hi).contains(&p.dport)
+            }
+        }
+    }
+}
+
+/// A class: its rules, preferred links (port indices), SLA and duplication.
+#[derive(Debug, Clone)]
+struct Class {
+    name: String,
+    rules: Vec<Rule>,
+    links: Vec<u16>,
+    max_rtt_us: u32,
+    max_jitter_us: u32,
+    max_loss_permille: u16,
+    duplicate: bool,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone)]
+struct Config {
+    lan: u16,
+    /// Uplink port index → its name in the links table.
+    uplinks: BTreeMap<u16, String>,
+    port_names: Vec<String>,
+    classes: Vec<Class>,
+    hold_down_ms: u64,
+    tables: [String; 4],
+}
+
+fn parse_config(port_names: &[String]) -> Result<Config, String> {
+    let port = |name: &str| -> Result<u16, String> {
+        port_names
+            .iter()
+            .position(|p| p == name.trim())
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or_else(|| format!("no port `{}` among {port_names:?}", name.trim()))
+    };
+    let lan = port(&config::get_or("lan", "lan"))?;
+    let mut uplinks = BTreeMap::new();
+    for pair in config::get("links").unwrap_or_default().split(',') {
+        if pair.trim().is_empty() {
+            continue;
+        }
+        let (p, uplink) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("links: `{pair}` is not PORT=UPLINK"))?;
+        uplinks.insert(port(p)?, uplink.trim().to_string());
+    }
+    if uplinks.is_empty() {
+        return Err("links: no uplink ports configured".into());
+    }
+    let mut classes = Vec::new();
+    for name in config::get_or("classes", "default").split(',') {
+        let name = name.trim().to_string();
+        let key = |k: &str| format!("class.{name}.{k}");
+        let rules = config::get_or(&key("match"), "any")
+            .split(';')
+            .filter(|r| !r.trim().is_empty())
+            .map(Rule::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", key("match")))?;
+        let links = match config::get(&key("links")) {
+            Some(l) => l.split(',').map(port).collect::<Result<Vec<_>, _>>()?,
+            None => uplinks.keys().copied().collect(),
+        };
+        if let Some(bad) = links.iter().find(|l| !uplinks.contains_key(l)) {
+            return Err(format!("{}: port {bad} is not an uplink", key("links")));
+        }
+        let num = |k: &str, default: f64| -> Result<f64, String> {
+            match config::get(&key(k)) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| *x >= 0.0)
+                    .ok_or_else(|| format!("{}: `{v}` is not a number", key(k))),
+            }
+        };
+        classes.push(Class {
+            rules,
+            links,
+            max_rtt_us: (num("max_rtt_ms", 1.0e6)? * 1000.0).min(f64::from(u32::MAX)) as u32,
+            max_jitter_us: (num("max_jitter_ms", 1.0e6)? * 1000.0).min(f64::from(u32::MAX)) as u32,
+            max_loss_permille: (num("max_loss_pct", 100.0)? * 10.0).min(1000.0) as u16,
+            duplicate: config::get_or(&key("duplicate"), "false") == "true",
+            name,
+        });
+    }
+    if classes.len() > 16 || port_names.len() > 16 {
+        return Err("at most 16 classes and 16 ports".into());
+    }
+    let hold_down_ms = config::get_or("hold_down_ms", "2000")
+        .trim()
+        .parse()
+        .map_err(|_| "hold_down_ms: not a number".to_string())?;
+    Ok(Config {
+        lan,
+        uplinks,
+        port_names: port_names.to_vec(),
+        classes,
+        hold_down_ms,
+        tables: [
+            config::get_or("links_table", "sdwan-links"),
+            config::get_or("flows_table", "sdwan-flows"),
+            config::get_or("stats_table", "sdwan-stats"),
+            config::get_or("choices_table", "sdwan-choices"),
+        ],
+    })
+}
+
+/// What the classifier needs of a packet.
+#[derive(Debug, Default)]
+struct Parsed {
+    key: [u8; FLOW_KEY_LEN],
+    proto: u8,
+    dscp: u8,
+    dport: u16,
+}
+
+/// Parses an IPv4 packet's 5-tuple and DSCP; `None` for anything else or a malformed header.
+fn parse_ipv4(p: &[u8]) -> Option<Parsed> {
+    if p.len() < 20 || p[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    if ihl < 20 || p.len() < ihl {
+        return None;
+    }
+    let proto = p[9];
+    let first_fragment = u16::from_be_bytes([p[6], p[7]]) & 0x1fff == 0;
+    let (sport, dport) = match proto {
+        6 | 17 if first_fragment && p.len() >= ihl + 4 => (
+            u16::from_be_bytes([p[ihl], p[ihl + 1]]),
+            u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]),
+        ),
+        _ => (0, 0),
+    };
+    let mut key = [0u8; FLOW_KEY_LEN];
+    key[0..4].copy_from_slice(&p[12..16]);
+    key[4..8].copy_from_slice(&p[16..20]);
+    key[8..10].copy_from_slice(&sport.to_be_bytes());
+    key[10..12].copy_from_slice(&dport.to_be_bytes());
+    key[12] = proto;
+    Some(Parsed {
+        key,
+        proto,
+        dscp: p[1] >> 2,
+        dport,
+    })
+}
+
+/// An uplink's quality as the host publishes it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Link {
+    up: bool,
+    rtt_us: u32,
+    jitter_us: u32,
+    loss_permille: u16,
+    changed_ms: u64,
+}
+
+fn decode_link(v: &[u8]) -> Option<Link> {
+    if v.len() < 24 {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_be_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    let mut changed = [0u8; 8];
+    changed.copy_from_slice(&v[16..24]);
+    Some(Link {
+        up: v[0] == 1,
+        rtt_us: u32_at(4),
+        jitter_us: u32_at(8),
+        loss_permille: u16::from_be_bytes([v[12], v[13]]),
+        changed_ms: u64::from_be_bytes(changed),
+    })
+}
+
+impl Class {
+    fn meets_sla(&self, l: &Link) -> bool {
+        l.up && l.rtt_us <= self.max_rtt_us
+            && l.jitter_us <= self.max_jitter_us
+            && l.loss_permille <= self.max_loss_permille
+    }
+}
+
+/// Picks the link for a flow of `class` now pinned to `pinned` (if any).
+fn choose(
+    class: &Class,
+    links: &BTreeMap<u16, Link>,
+    pinned: Option<u16>,
+    now_ms: u64,
+    hold_down_ms: u64,
+) -> Option<u16> {
+    let good = |port: u16| links.get(&port).is_some_and(|l| class.meets_sla(l));
+    // Settled: good and up for the hold-down (a link that just came back is not trusted yet).
+    let settled = |port: u16| {
+        good(port)
+            && links
+                .get(&port)
+                .is_some_and(|l| now_ms.saturating_sub(l.changed_ms) >= hold_down_ms)
+    };
+    if let Some(p) = pinned
+        && good(p)
+    {
+        // Stay, unless a more preferred link has been good for the hold-down.
+        let rank = class.links.iter().position(|l| *l == p).unwrap_or(usize::MAX);
+        return Some(
+            class.links[..rank.min(class.links.len())]
+                .iter()
+                .copied()
+                .find(|l| settled(*l))
+                .unwrap_or(p),
+        );
+    }
+    // Not pinned, or its link broke: the best good link, settled first.
+    if let Some(l) = class.links.iter().copied().find(|l| settled(*l)) {
+        return Some(l);
+    }
+    if let Some(l) = class.links.iter().copied().find(|l| good(*l)) {
+        return Some(l);
+    }
+    // Nothing meets the SLA: the up link with the lowest RTT, preferred or not.
+    links
+        .iter()
+        .filter(|(_, l)| l.up)
+        .min_by_key(|(_, l)| l.rtt_us)
+        .map(|(p, _)| *p)
+        .or(pinned)
+        .or_else(|| class.links.first().copied())
+}
+
+struct Instance {
+    config: Result<Config, String>,
+    tables: Option<[Table; 4]>,
+}
+
+impl Instance {
+    fn new() -> Self {
+        let config = parse_config(&nf_io::ports());
+        if let Err(e) = &config {
+            log::error(&format!("sdwan: configuration refused, every packet is dropped: {e}"));
+        }
+        Instance {
+            config,
+            tables: None,
+        }
+    }
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn open_tables(names: &[String; 4]) -> Result<[Table; 4], String> {
+    let open = |n: &String| open_table(n).map_err(|e| format!("table `{n}`: {e}"));
+    Ok([
+        open(&names[0])?,
+        open(&names[1])?,
+        open(&names[2])?,
+        open(&names[3])?,
+    ])
+}
+
+fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> BatchResult {
+    let n = ingress.len();
+    let mut out = BatchResult {
+        verdicts: Vec::with_capacity(n),
+        lengths: Vec::with_capacity(n),
+        data: Vec::with_capacity(data.len()),
+    };
+    let drop_all = |out: &mut BatchResult| {
+        out.verdicts = vec![Verdict::Drop; n];
+        out.lengths = vec![0; n];
+        out.data.clear();
+    };
+    let Ok(cfg) = &i.config else {
+        drop_all(&mut out);
+        return out;
+    };
+    if i.tables.is_none() {
+        match open_tables(&cfg.tables) {
+            Ok(t) => i.tables = Some(t),
+            Err(e) => {
+                log::error(&format!("sdwan: {e}"));
+                drop_all(&mut out);
+                return out;
+            }
+        }
+    }
+    let Some([links_t, flows_t, stats_t, choices_t]) = &i.tables else {
+        drop_all(&mut out);
+        return out;
+    };
+
+    // Split the batch into packets; parse the LAN ones.
+    let mut packets = Vec::with_capacity(n);
+    let mut at = 0usize;
+    for len in lengths {
+        let end = (at + *len as usize).min(data.len());
+        packets.push(&data[at..end]);
+        at = end;
+    }
+    let parsed: Vec<Option<Parsed>> = packets
+        .iter()
+        .zip(ingress)
+        .map(|(p, port)| (*port == cfg.lan).then(|| parse_ipv4(p)).flatten())
+        .collect();
+
+    // One crossing each for the links and the batch's pins.
+    let uplink_keys: Vec<Vec<u8>> = cfg.uplinks.values().map(|u| u.as_bytes().to_vec()).collect();
+    let found = links_t.get_many(&uplink_keys);
+    let mut links = BTreeMap::new();
+    let mut off = 0usize;
+    for (port, len) in cfg.uplinks.keys().zip(found.lengths) {
+        if let Some(len) = len {
+            let end = off + len as usize;
+            if let Some(l) = found.data.get(off..end).and_then(decode_link) {
+                links.insert(*port, l);
+            }
+            off = end;
+        }
+    }
+    let flow_keys: Vec<Vec<u8>> = parsed
+        .iter()
+        .flatten()
+        .map(|p| p.key.to_vec())
+        .collect();
+    let pins = flows_t.get_many(&flow_keys);
+    let mut pin_values = Vec::with_capacity(flow_keys.len());
+    let mut off = 0usize;
+    for len in pins.lengths {
+        pin_values.push(len.and_then(|len| {
+            let end = off + len as usize;
+            let v = pins.data.get(off..end).map(<[u8]>::to_vec);
+            off = end;
+            v
+        }));
+    }
+
+    let now = now_ms();
+    let mut pin_at = 0usize;
+    let mut new_pins: BTreeMap<[u8; FLOW_KEY_LEN], u16> = BTreeMap::new();
+    let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut choices: BTreeMap<String, u16> = BTreeMap::new();
+    for ((packet, port), parsed) in packets.iter().zip(ingress).zip(&parsed) {
+        let verdict = if *port != cfg.lan {
+            // From the remote site over an uplink: to the LAN.
+            if cfg.uplinks.contains_key(port) {
+                Verdict::Forward(cfg.lan)
+            } else {
+                Verdict::Drop
+            }
+        } else if let Some(p) = parsed {
+            let stored = pin_values.get(pin_at).cloned().flatten();
+            pin_at += 1;
+            let class_idx = cfg
+                .classes
+                .iter()
+                .position(|c| c.rules.iter().any(|r| r.matches(p)))
+                .unwrap_or(cfg.classes.len() - 1);
+            let class = &cfg.classes[class_idx];
+            // A pin decided earlier in this batch wins over the table's.
+            let pinned = new_pins.get(&p.key).copied().or_else(|| {
+                stored
+                    .as_deref()
+                    .filter(|v| v.len() >= 2)
+                    .map(|v| u16::from_be_bytes([v[0], v[1]]))
+            });
+            match choose(class, &links, pinned, now, cfg.hold_down_ms) {
+                Some(link) => {
+                    if pinned != Some(link) {
+                        new_pins.insert(p.key, link);
+                        choices.insert(class.name.clone(), link);
+                        if pinned.is_some() {
+                            let c = counts.entry(MOVES_BASE + class_idx as u32).or_default();
+                            c.0 += 1;
+                        }
+                    }
+                    let c = counts
+                        .entry(class_idx as u32 * 16 + u32::from(link))
+                        .or_default();
+                    c.0 += 1;
+                    c.1 += packet.len() as u64;
+                    if class.duplicate
+                        && let Some(second) = class
+                            .links
+                            .iter()
+                            .copied()
+                            .find(|l| *l != link && links.get(l).is_some_and(|q| q.up))
+                    {
+                        let _ = nf_io::transmit(second, packet);
+                    }
+                    Verdict::Forward(link)
+                }
+                None => Verdict::Drop,
+            }
+        } else {
+            // Not IPv4 (or malformed): nothing to classify it by.
+            Verdict::Drop
+        };
+        match verdict {
+            Verdict::Forward(_) => {
+                out.lengths.push(packet.len() as u32);
+                out.data.extend_from_slice(packet);
+            }
+            Verdict::Drop => out.lengths.push(0),
+        }
+        out.verdicts.push(verdict);
+    }
+
+    if !new_pins.is_empty() {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = new_pins
+            .iter()
+            .map(|(k, link)| {
+                let mut v = link.to_be_bytes().to_vec();
+                v.extend_from_slice(&now.to_be_bytes());
+                (k.to_vec(), v)
+            })
+            .collect();
+        for r in flows_t.put_many(&entries) {
+            if let Err(e) = r {
+                log::warn(&format!("sdwan: a flow pin was not stored: {e}"));
+            }
+        }
+    }
+    if !counts.is_empty() {
+        let entries: Vec<(Vec<u8>, u64, u64)> = counts
+            .into_iter()
+            .map(|(k, (p, b))| (k.to_le_bytes().to_vec(), p, b))
+            .collect();
+        let _ = stats_t.count_many(&entries);
+    }
+    for (class, link) in choices {
+        let _ = choices_t.put(class.as_bytes(), cfg.port_names[usize::from(link)].as_bytes());
+    }
+    out
+}
+
+struct SdwanPlugin;
+
+impl Guest for SdwanPlugin {
+    fn process(ingress: Vec<u16>, lengths: Vec<u32>, data: Vec<u8>) -> BatchResult {
+        INSTANCE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let i = slot.get_or_insert_with(Instance::new);
+            process(i, &ingress, &lengths, &data)
+        })
+    }
+
+    fn control(_peer: String, _datagram: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+
+    fn tick(_now_ms: u64) {}
+}
+
+outpost_sdk::export_network_function!(SdwanPlugin);
