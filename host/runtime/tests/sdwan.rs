@@ -301,6 +301,86 @@ fn packet(dport: u16, seq: u32) -> Vec<u8> {
     p
 }
 
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The TCP checksum over the IPv4 pseudo-header; 0 when the packet's own checksum is right.
+fn tcp_checksum_check(p: &[u8]) -> u16 {
+    let tcp = &p[20..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&p[12..20]);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    let sum: u32 = pseudo
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    checksum(tcp, sum)
+}
+
+/// An IPv4/TCP packet 10.1.0.5:`sport` -> 10.2.0.9:`dport` with `flags`, `options` and
+/// `payload`, checksums right.
+fn tcp(sport: u16, dport: u16, flags: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let tcp_len = 20 + options.len() + payload.len();
+    let total = 20 + tcp_len;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[10, 1, 0, 5]);
+    p[16..20].copy_from_slice(&[10, 2, 0, 9]);
+    let c = checksum(&p[..20], 0);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[32] = (((20 + options.len()) / 4) as u8) << 4;
+    p[33] = flags;
+    p[34..36].copy_from_slice(&65535u16.to_be_bytes());
+    p[40..40 + options.len()].copy_from_slice(options);
+    p[40 + options.len()..].copy_from_slice(payload);
+    let c = tcp_checksum_check(&p);
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(tcp_checksum_check(&p), 0);
+    p
+}
+
+/// A TLS 1.2-style ClientHello record naming `server`.
+fn client_hello(server: &str) -> Vec<u8> {
+    let name = server.as_bytes();
+    let mut sni = Vec::new();
+    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut ext = Vec::new();
+    ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]); // ec_point_formats first
+    ext.extend_from_slice(&[0, 0]);
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
 fn seq_of(p: &[u8]) -> Option<(u16, u32)> {
     let dport = u16::from_be_bytes([*p.get(22)?, *p.get(23)?]);
     let s = p.get(28 + MARKER.len()..28 + MARKER.len() + 4)?;
@@ -376,10 +456,14 @@ limits = { batch = 64 }
 [plugins.sdwan.config]
 lan = "lan"
 links = "wan-fiber=fiber,wan-lte=lte"
-classes = "realtime,bulk"
+classes = "realtime,video,web,bulk"
 "class.realtime.match" = "udp=5004;dscp=46"
 "class.realtime.links" = "wan-fiber,wan-lte"
 "class.realtime.max_loss_pct" = "10"
+"class.video.match" = "sni=*.video.example"
+"class.video.links" = "wan-lte,wan-fiber"
+"class.web.match" = "host=intranet.example"
+"class.web.links" = "wan-fiber,wan-lte"
 "class.bulk.links" = "wan-lte,wan-fiber"
 hold_down_ms = "1000"
 "#;
@@ -531,6 +615,42 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
         lte_tx >= bulk && lte_tx <= bulk + 20,
         "lte {lte_tx}, bulk {bulk}"
     );
+
+    // Application awareness: a TLS ClientHello's server name and an HTTP Host header pick the
+    // class (video prefers LTE, web prefers fiber) for flows that no port rule names.
+    a_lan.inject(&tcp(
+        41000,
+        443,
+        0x18,
+        &[],
+        &client_hello("cam.video.example"),
+    ));
+    a_lan.inject(&tcp(
+        41001,
+        80,
+        0x18,
+        &[],
+        b"GET /status HTTP/1.1\r\nUser-Agent: t\r\nHost: Intranet.Example:8080\r\n\r\n",
+    ));
+    // A SYN offering MSS 1460 leaves with the overlay's 1400 and a right checksum.
+    a_lan.inject(&tcp(41002, 22, 0x02, &[2, 4, 0x05, 0xb4, 1, 1, 1, 0], &[]));
+    let mut syn = None;
+    let start = Instant::now();
+    while syn.is_none() && start.elapsed() < Duration::from_secs(3) {
+        for p in b_lan.take_sent() {
+            if p.len() >= 24 && p[9] == 6 && u16::from_be_bytes([p[22], p[23]]) == 22 {
+                syn = Some(p);
+            } else if let Some((port, seq)) = seq_of(&p) {
+                received.push((Instant::now(), port, seq));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let syn = syn.expect("the SYN reached site B");
+    assert_eq!(&syn[40..44], &[2, 4, 0x05, 0x78], "MSS clamped to 1400");
+    assert_eq!(tcp_checksum_check(&syn), 0, "TCP checksum still right");
+    assert_eq!(choice(&site_a, "video"), "wan-lte");
+    assert_eq!(choice(&site_a, "web"), "wan-fiber");
 
     // Cut the fiber: the realtime flow moves to LTE.
     let cut_at = Instant::now();

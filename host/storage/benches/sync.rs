@@ -336,10 +336,33 @@ fn upload_concurrency() -> usize {
     }
 }
 
+/// A positive integer from `var`, or `default` when unset (experiments only: the README's
+/// figures use the defaults).
+fn env_count(var: &str, default: usize) -> usize {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| fail(&format!("{var} must be a positive integer"))),
+        Err(_) => default,
+    }
+}
+
 fn upload_options() -> ShareOptions {
+    let defaults = ShareOptions::default();
+    let part_size = env_count(
+        "OUTPOST_BENCH_PART_MIB",
+        (defaults.part_size / (1024 * 1024)) as usize,
+    ) as u64
+        * 1024
+        * 1024;
     ShareOptions {
         upload_concurrency: upload_concurrency(),
-        ..ShareOptions::default()
+        part_concurrency: env_count("OUTPOST_BENCH_PART_CONCURRENCY", defaults.part_concurrency),
+        part_size,
+        multipart_threshold: part_size,
+        ..defaults
     }
 }
 

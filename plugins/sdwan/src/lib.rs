@@ -48,6 +48,10 @@ enum Rule {
     Dscp(u8),
     Proto(u8),
     Port { proto: u8, lo: u16, hi: u16 },
+    /// TLS server name (from a ClientHello); `*.example.com` matches its subdomains.
+    Sni(String),
+    /// HTTP/1 `Host` header, matched the same way.
+    Host(String),
 }
 
 impl Rule {
@@ -83,6 +87,18 @@ impl Rule {
                 }
                 Ok(Rule::Port { proto, lo, hi })
             }
+            "sni" | "host" => {
+                let name = v.trim().to_ascii_lowercase();
+                let bare = name.strip_prefix("*.").unwrap_or(&name);
+                if bare.is_empty() || bare.contains('*') || bare.contains(char::is_whitespace) {
+                    return Err(format!("`{v}` is not a host name or `*.domain`"));
+                }
+                Ok(if k.trim() == "sni" {
+                    Rule::Sni(name)
+                } else {
+                    Rule::Host(name)
+                })
+            }
             other => Err(format!("unknown rule `{other}`")),
         }
     }
@@ -95,7 +111,23 @@ impl Rule {
             Rule::Port { proto, lo, hi } => {
                 p.proto == *proto && (*lo..=*hi).contains(&p.dport)
             }
+            Rule::Sni(pattern) => p.sni.as_deref().is_some_and(|n| name_matches(pattern, n)),
+            Rule::Host(pattern) => p.host.as_deref().is_some_and(|n| name_matches(pattern, n)),
         }
+    }
+
+    fn by_name(&self) -> bool {
+        matches!(self, Rule::Sni(_) | Rule::Host(_))
+    }
+}
+
+/// `pattern` is `name` or `*.domain` (any subdomain of `domain`); `name` is lowercase.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => name
+            .strip_suffix(domain)
+            .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+        None => pattern == name,
     }
 }
 
@@ -120,6 +152,9 @@ struct Config {
     port_names: Vec<String>,
     classes: Vec<Class>,
     hold_down_ms: u64,
+    /// TCP SYNs crossing the plugin have their MSS lowered to this (the overlay's inner MTU
+    /// minus 40: 1400 for a 1500-byte outer MTU over IPv4).
+    max_mss: u16,
     tables: [String; 4],
 }
 
@@ -196,6 +231,12 @@ fn parse_config(port_names: &[String]) -> Result<Config, String> {
         port_names: port_names.to_vec(),
         classes,
         hold_down_ms,
+        max_mss: config::get_or("max_mss", "1400")
+            .trim()
+            .parse()
+            .ok()
+            .filter(|m| (536..=9000).contains(m))
+            .ok_or_else(|| "max_mss: not a number in 536..=9000".to_string())?,
         tables: [
             config::get_or("links_table", "sdwan-links"),
             config::get_or("flows_table", "sdwan-flows"),
@@ -211,6 +252,10 @@ struct Parsed {
     key: [u8; FLOW_KEY_LEN],
     proto: u8,
     dscp: u8,
+    /// The TLS server name of a ClientHello in this packet.
+    sni: Option<String>,
+    /// The `Host` of an HTTP/1 request in this packet.
+    host: Option<String>,
     dport: u16,
 }
 
@@ -232,6 +277,18 @@ fn parse_ipv4(p: &[u8]) -> Option<Parsed> {
         ),
         _ => (0, 0),
     };
+    let (mut sni, mut host) = (None, None);
+    if proto == 6 && first_fragment && p.len() >= ihl + 20 {
+        let data_off = usize::from(p[ihl + 12] >> 4) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+        if data_off >= 20 && ihl + data_off < total {
+            let payload = &p[ihl + data_off..total];
+            sni = tls_sni(payload);
+            if sni.is_none() {
+                host = http_host(payload);
+            }
+        }
+    }
     let mut key = [0u8; FLOW_KEY_LEN];
     key[0..4].copy_from_slice(&p[12..16]);
     key[4..8].copy_from_slice(&p[16..20]);
@@ -243,7 +300,167 @@ fn parse_ipv4(p: &[u8]) -> Option<Parsed> {
         proto,
         dscp: p[1] >> 2,
         dport,
+        sni,
+        host,
     })
+}
+
+/// A bounds-checked reader over untrusted bytes.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|s| usize::from(s[0]))
+    }
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2).map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+    }
+}
+
+/// The server name of a TLS ClientHello at the start of `payload` (first record only).
+fn tls_sni(payload: &[u8]) -> Option<String> {
+    let mut r = Reader { b: payload, at: 0 };
+    if r.u8()? != 0x16 {
+        return None;
+    }
+    r.take(2)?; // record version
+    let record_len = r.u16()?;
+    let record = r.take(record_len.min(payload.len().saturating_sub(5)))?;
+    let mut r = Reader { b: record, at: 0 };
+    if r.u8()? != 0x01 {
+        return None;
+    }
+    r.take(3)?; // handshake length
+    r.take(2 + 32)?; // client version, random
+    let sid = r.u8()?;
+    r.take(sid)?;
+    let suites = r.u16()?;
+    r.take(suites)?;
+    let comp = r.u8()?;
+    r.take(comp)?;
+    let ext_len = r.u16()?;
+    let mut ext = Reader {
+        b: r.take(ext_len.min(record.len().saturating_sub(r.at)))?,
+        at: 0,
+    };
+    while let (Some(kind), Some(len)) = (ext.u16(), ext.u16()) {
+        let body = ext.take(len)?;
+        if kind != 0 {
+            continue;
+        }
+        let mut list = Reader { b: body, at: 0 };
+        let list_len = list.u16()?;
+        let mut names = Reader {
+            b: list.take(list_len)?,
+            at: 0,
+        };
+        while let Some(name_type) = names.u8() {
+            let n = names.u16()?;
+            let name = names.take(n)?;
+            if name_type == 0 {
+                return std::str::from_utf8(name)
+                    .ok()
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+        return None;
+    }
+    None
+}
+
+/// The `Host` of an HTTP/1 request at the start of `payload` (port and case dropped).
+fn http_host(payload: &[u8]) -> Option<String> {
+    const METHODS: [&[u8]; 7] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH "];
+    if !METHODS.iter().any(|m| payload.starts_with(m)) {
+        return None;
+    }
+    let head = &payload[..payload.len().min(4096)];
+    let text = std::str::from_utf8(head).ok().or_else(|| {
+        // Cut at the last complete UTF-8 character.
+        let valid = match std::str::from_utf8(head) {
+            Ok(_) => head.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        std::str::from_utf8(&head[..valid]).ok()
+    })?;
+    for line in text.split("\r\n").skip(1) {
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("host") {
+            let v = value.trim();
+            let v = match v.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => v,
+            };
+            return (!v.is_empty()).then(|| v.trim_end_matches('.').to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// Lowers the MSS option of a TCP SYN in IPv4 packet `p` to `max`, fixing the TCP checksum
+/// incrementally (RFC 1624); whether it changed the packet.
+fn clamp_mss(p: &mut [u8], max: u16) -> bool {
+    if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
+        return false;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    if u16::from_be_bytes([p[6], p[7]]) & 0x1fff != 0 || p.len() < ihl + 20 {
+        return false;
+    }
+    let tcp = ihl;
+    if p[tcp + 13] & 0x02 == 0 {
+        return false; // not a SYN
+    }
+    let data_off = usize::from(p[tcp + 12] >> 4) * 4;
+    if data_off < 20 || p.len() < tcp + data_off {
+        return false;
+    }
+    let mut at = tcp + 20;
+    let end = tcp + data_off;
+    while at < end {
+        match p[at] {
+            0 => return false,
+            1 => at += 1,
+            kind => {
+                let Some(&len) = p.get(at + 1) else { return false };
+                let len = usize::from(len);
+                if len < 2 || at + len > end {
+                    return false;
+                }
+                if kind == 2 && len == 4 {
+                    let old = u16::from_be_bytes([p[at + 2], p[at + 3]]);
+                    if old <= max {
+                        return false;
+                    }
+                    p[at + 2..at + 4].copy_from_slice(&max.to_be_bytes());
+                    let sum = u16::from_be_bytes([p[tcp + 16], p[tcp + 17]]);
+                    // HC' = ~(~HC + ~m + m')
+                    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(max);
+                    while acc > 0xffff {
+                        acc = (acc & 0xffff) + (acc >> 16);
+                    }
+                    p[tcp + 16..tcp + 18].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+                    return true;
+                }
+                at += len;
+            }
+        }
+    }
+    false
 }
 
 /// An uplink's quality as the host publishes it.
@@ -442,7 +659,7 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
 
     let now = now_ms();
     let mut pin_at = 0usize;
-    let mut new_pins: BTreeMap<[u8; FLOW_KEY_LEN], u16> = BTreeMap::new();
+    let mut new_pins: BTreeMap<[u8; FLOW_KEY_LEN], (u16, u8)> = BTreeMap::new();
     let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut choices: BTreeMap<String, u16> = BTreeMap::new();
     for ((packet, port), parsed) in packets.iter().zip(ingress).zip(&parsed) {
@@ -456,25 +673,36 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
         } else if let Some(p) = parsed {
             let stored = pin_values.get(pin_at).cloned().flatten();
             pin_at += 1;
-            let class_idx = cfg
-                .classes
-                .iter()
-                .position(|c| c.rules.iter().any(|r| r.matches(p)))
-                .unwrap_or(cfg.classes.len() - 1);
-            let class = &cfg.classes[class_idx];
-            // A pin decided earlier in this batch wins over the table's.
-            let pinned = new_pins.get(&p.key).copied().or_else(|| {
+            // A pin decided earlier in this batch wins over the table's: (link, class).
+            let pin = new_pins.get(&p.key).copied().or_else(|| {
                 stored
                     .as_deref()
-                    .filter(|v| v.len() >= 2)
-                    .map(|v| u16::from_be_bytes([v[0], v[1]]))
+                    .filter(|v| v.len() >= 11)
+                    .map(|v| (u16::from_be_bytes([v[0], v[1]]), v[10]))
             });
+            // A name (TLS SNI, HTTP Host) seen in this packet reclassifies its flow; otherwise
+            // the flow keeps the class it was pinned with.
+            let by_name = cfg
+                .classes
+                .iter()
+                .position(|c| c.rules.iter().any(|r| r.by_name() && r.matches(p)));
+            let class_idx = by_name
+                .or_else(|| pin.map(|(_, c)| usize::from(c)).filter(|c| *c < cfg.classes.len()))
+                .or_else(|| {
+                    cfg.classes
+                        .iter()
+                        .position(|c| c.rules.iter().any(|r| !r.by_name() && r.matches(p)))
+                })
+                .unwrap_or(cfg.classes.len() - 1);
+            let class = &cfg.classes[class_idx];
+            let pinned = pin.map(|(link, _)| link);
+            let reclassified = pin.is_some_and(|(_, c)| usize::from(c) != class_idx);
             match choose(class, &links, pinned, now, cfg.hold_down_ms) {
                 Some(link) => {
-                    if pinned != Some(link) {
-                        new_pins.insert(p.key, link);
+                    if pinned != Some(link) || reclassified {
+                        new_pins.insert(p.key, (link, class_idx as u8));
                         choices.insert(class.name.clone(), link);
-                        if pinned.is_some() {
+                        if pinned.is_some_and(|p| p != link) {
                             let c = counts.entry(MOVES_BASE + class_idx as u32).or_default();
                             c.0 += 1;
                         }
@@ -504,7 +732,9 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
         match verdict {
             Verdict::Forward(_) => {
                 out.lengths.push(packet.len() as u32);
+                let start = out.data.len();
                 out.data.extend_from_slice(packet);
+                clamp_mss(&mut out.data[start..], cfg.max_mss);
             }
             Verdict::Drop => out.lengths.push(0),
         }
@@ -514,9 +744,11 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
     if !new_pins.is_empty() {
         let entries: Vec<(Vec<u8>, Vec<u8>)> = new_pins
             .iter()
-            .map(|(k, link)| {
+            .map(|(k, (link, class))| {
+                // Flow pin: link (u16), when pinned (u64 ms), class index (u8).
                 let mut v = link.to_be_bytes().to_vec();
                 v.extend_from_slice(&now.to_be_bytes());
+                v.push(*class);
                 (k.to_vec(), v)
             })
             .collect();
