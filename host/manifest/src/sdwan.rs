@@ -35,6 +35,9 @@ pub struct SdwanSettings {
     /// An exact host table the host keeps each uplink's quality in (key: uplink name; value:
     /// [`LINK_VALUE_LEN`] bytes, see `outpost_runtime::sdwan`), for an SD-WAN plugin to read.
     pub links_table: Option<String>,
+    /// An exact table where the SD-WAN plugin records each class's current link (key: class
+    /// name, value: port name); status, metrics and the web UI show it.
+    pub choices_table: Option<String>,
 }
 
 /// Bytes of a links-table value.
@@ -61,6 +64,7 @@ pub(crate) struct RawSdwan {
     down_after: Option<Spanned<u32>>,
     up_after: Option<Spanned<u32>>,
     links_table: Option<Spanned<String>>,
+    choices_table: Option<Spanned<String>>,
     #[serde(default)]
     uplinks: BTreeMap<Spanned<String>, Spanned<RawUplink>>,
 }
@@ -144,6 +148,30 @@ pub(crate) fn check_sdwan(
         Some(r) => Some(addr(r, "sdwan.reflector")?),
         None => None,
     };
+    let choices_table = match &raw.choices_table {
+        None => None,
+        Some(t) => match tables.get(t.get_ref()) {
+            Some(spec) if spec.kind == crate::TableKind::Exact => Some(t.get_ref().clone()),
+            Some(_) => {
+                return Err((
+                    t.span(),
+                    format!(
+                        "sdwan.choices_table: `{}` must be an exact table",
+                        t.get_ref()
+                    ),
+                ));
+            }
+            None => {
+                return Err((
+                    t.span(),
+                    format!(
+                        "sdwan.choices_table: no `[tables.{}]` in this manifest",
+                        t.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
     let probe_interval_ms = ranged(
         &raw.probe_interval_ms,
         "sdwan.probe_interval_ms",
@@ -217,6 +245,7 @@ pub(crate) fn check_sdwan(
         up_after,
         uplinks,
         links_table,
+        choices_table,
     })
 }
 

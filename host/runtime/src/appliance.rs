@@ -428,9 +428,17 @@ impl Appliance {
                 .links_table
                 .as_ref()
                 .and_then(|t| appliance.tables.open(t));
-            let service =
-                crate::sdwan::SdwanService::start(settings, links, appliance.shutdown.subscribe())
-                    .await?;
+            let choices = settings
+                .choices_table
+                .as_ref()
+                .and_then(|t| appliance.tables.open(t));
+            let service = crate::sdwan::SdwanService::start(
+                settings,
+                links,
+                choices,
+                appliance.shutdown.subscribe(),
+            )
+            .await?;
             *lock(&appliance.sdwan) = Some(Arc::new(service));
         }
         // Shares start after the first apply, so their policy plugins are running.

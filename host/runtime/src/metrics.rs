@@ -499,6 +499,18 @@ fn sdwan(f: &mut Family<'_>, m: &MetricsSnapshot) {
             f.sample(name, &[("uplink", &u.name)], get(u));
         }
     }
+    f.head(
+        "outpost_sdwan_class_link",
+        "gauge",
+        "1 for the link (overlay port) each application class uses now.",
+    );
+    for c in &s.classes {
+        f.sample(
+            "outpost_sdwan_class_link",
+            &[("class", &c.class), ("link", &c.link)],
+            1,
+        );
+    }
 }
 
 fn network_functions(f: &mut Family<'_>, m: &MetricsSnapshot) {

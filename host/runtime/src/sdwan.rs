@@ -78,6 +78,17 @@ pub struct SdwanStatus {
     pub uplinks: Vec<UplinkStatus>,
     /// Recent up/down changes, oldest first.
     pub events: Vec<LinkChange>,
+    /// Each application class's current link (port), as the SD-WAN plugin last decided it.
+    pub classes: Vec<ClassChoice>,
+}
+
+/// One class's current link.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassChoice {
+    /// Class name.
+    pub class: String,
+    /// The overlay port its latest flow decision picked.
+    pub link: String,
 }
 
 struct Uplink {
@@ -94,6 +105,7 @@ pub struct SdwanService {
     uplinks: Vec<Uplink>,
     events: Arc<Mutex<VecDeque<LinkChange>>>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+    choices: Option<Arc<outpost_dataplane::Table>>,
 }
 
 impl std::fmt::Debug for SdwanService {
@@ -114,6 +126,7 @@ impl SdwanService {
     pub async fn start(
         settings: &SdwanSettings,
         links_table: Option<Arc<outpost_dataplane::Table>>,
+        choices: Option<Arc<outpost_dataplane::Table>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, RuntimeError> {
         let reflector = match settings.reflector {
@@ -197,6 +210,7 @@ impl SdwanService {
             uplinks,
             events,
             watchers,
+            choices,
         })
     }
 
@@ -224,6 +238,18 @@ impl SdwanService {
                 })
                 .collect(),
             events: events.iter().cloned().collect(),
+            classes: self.choices.as_ref().map_or_else(Vec::new, |t| {
+                t.keys(None, 64)
+                    .into_iter()
+                    .filter_map(|k| {
+                        let link = t.get(&k)?;
+                        Some(ClassChoice {
+                            class: String::from_utf8_lossy(&k).into_owned(),
+                            link: String::from_utf8_lossy(&link).into_owned(),
+                        })
+                    })
+                    .collect()
+            }),
         }
     }
 }

@@ -412,7 +412,7 @@ fn site_manifest(
     overlays: &[(&str, u16, SocketAddr, &str)],
 ) -> String {
     let mut m = format!(
-        "[host]\nname = \"{name}\"\n[sdwan]\nprobe_interval_ms = 100\nlinks_table = \"sdwan-links\"\n"
+        "[host]\nname = \"{name}\"\n[sdwan]\nprobe_interval_ms = 100\nlinks_table = \"sdwan-links\"\nchoices_table = \"sdwan-choices\"\n"
     );
     if let Some(port) = reflector {
         m += &format!("reflector = \"127.0.0.1:{port}\"\n");
@@ -651,6 +651,21 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     assert_eq!(tcp_checksum_check(&syn), 0, "TCP checksum still right");
     assert_eq!(choice(&site_a, "video"), "wan-lte");
     assert_eq!(choice(&site_a, "web"), "wan-fiber");
+    // The operator sees each class's link in status and metrics.
+    let classes: std::collections::BTreeMap<String, String> = site_a
+        .sdwan()
+        .unwrap()
+        .classes
+        .into_iter()
+        .map(|c| (c.class, c.link))
+        .collect();
+    assert_eq!(classes["realtime"], "wan-fiber");
+    assert_eq!(classes["video"], "wan-lte");
+    let metrics = outpost_runtime::metrics::render("site-a", &site_a.metrics().await);
+    assert!(
+        metrics.contains("outpost_sdwan_class_link{class=\"web\",link=\"wan-fiber\"} 1"),
+        "{metrics}"
+    );
 
     // Cut the fiber: the realtime flow moves to LTE.
     let cut_at = Instant::now();

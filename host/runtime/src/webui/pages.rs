@@ -663,6 +663,15 @@ fn sdwan_section(status: Option<crate::sdwan::SdwanStatus>) -> String {
         &rows,
         "sdwan-uplinks",
     ));
+    if !s.classes.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .classes
+            .iter()
+            .map(|c| vec![esc(&c.class), esc(&c.link)])
+            .collect();
+        out.push_str("<h3>Application classes</h3>");
+        out.push_str(&table(&["Class", "Link now"], &rows, "sdwan-classes"));
+    }
     if let Some(r) = &s.reflector {
         let _ = write!(
             out,
