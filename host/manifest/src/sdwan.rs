@@ -344,7 +344,7 @@ rate_mbps = 200
                 "an overlay port needs `local`".to_string(),
             ),
             (
-                format!("[ports.wan]\nkind = \"overlay\"\nlocal = \"10.0.0.1:0\"\npeer = \"10.0.0.2:1\"\npeer_public_key = \"short\"\n"),
+                "[ports.wan]\nkind = \"overlay\"\nlocal = \"10.0.0.1:0\"\npeer = \"10.0.0.2:1\"\npeer_public_key = \"short\"\n".to_string(),
                 "ports.wan.peer_public_key: not a WireGuard public key".to_string(),
             ),
             (
