@@ -80,7 +80,7 @@ scripts/fuzz.sh 30 2>&1 | grep -E '^(==>|Done|#[0-9]+ *DONE|INFO: fuzzing)|crash
 if find nfv/fuzz/artifacts -type f 2>/dev/null | grep -q .; then echo "fuzzing found crashes: nfv/fuzz/artifacts"; exit 1; fi
 
 say "benchmarks (quick mode: they must run, figures are not asserted)"
-for bench in runtime operations update; do
+for bench in runtime operations update sdwan; do
   cargo bench -p outpost-runtime --bench "$bench" --locked -- --quick --noplot > "target/bench-$bench.log" 2>&1 || {
     tail -50 "target/bench-$bench.log"; exit 1; }
   sed -n '/^ratios/,$p' "target/bench-$bench.log"
@@ -97,6 +97,9 @@ sed -n '/^ratios/,$p' target/bench-ports.log
 cargo bench -p outpost-keys --bench stream --locked -- --quick --noplot > target/bench-keys.log 2>&1 || {
   tail -50 target/bench-keys.log; exit 1; }
 grep -iE 'ratio|MB/s' target/bench-keys.log | tail -5 || true
+cargo bench -p outpost-sdwan --bench failover --locked -- --quick > target/bench-failover.log 2>&1 || {
+  tail -50 target/bench-failover.log; exit 1; }
+grep -E '^cut' target/bench-failover.log
 cargo bench -p outpost-storage --bench sync --locked -- --quick > target/bench-storage.log 2>&1 || {
   tail -50 target/bench-storage.log; exit 1; }
 sed -n '/^ratios/,$p' target/bench-storage.log

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use outpost_manifest::Manifest;
 use outpost_runtime::{Appliance, ApplianceOptions};
 
+#[path = "support/sdwan_sites.rs"]
+mod sites;
+use sites::*;
+
 async fn start(dir: &Path, text: &str) -> Arc<Appliance> {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("outpost.toml");
@@ -20,14 +24,6 @@ async fn start(dir: &Path, text: &str) -> Arc<Appliance> {
     Appliance::start(Manifest::load(&path).unwrap(), opts)
         .await
         .unwrap()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A UDP relay standing for a WAN link: forwards the client's datagrams to `upstream` and the
@@ -198,109 +194,6 @@ async fn an_uplink_address_that_cannot_be_bound_stops_the_start_with_its_name() 
 // The SD-WAN plugin between two sites: LAN memory ports, WireGuard overlay ports over two WAN
 // links (relays the test can cut), probes judging the links.
 
-const MARKER: &[u8] = b"OUTPOST-SDWAN-MARKER";
-
-/// Two relays (overlay and probes) per WAN link, cut together.
-struct Wan {
-    cut: Arc<AtomicBool>,
-    overlay: SocketAddr,
-    overlay_back: SocketAddr,
-    probes: SocketAddr,
-    plaintext_seen: Arc<std::sync::atomic::AtomicU64>,
-    forwarded: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// A relay standing for one direction pair of a WAN link, counting datagrams and any that
-/// carry `MARKER` in clear. Returns (front, back): clients send to the front; the target
-/// answers to the back.
-async fn watched_relay(
-    upstream: SocketAddr,
-    cut: Arc<AtomicBool>,
-    plaintext: Arc<std::sync::atomic::AtomicU64>,
-    forwarded: Arc<std::sync::atomic::AtomicU64>,
-) -> (SocketAddr, SocketAddr) {
-    let outside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let inside = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addrs = (outside.local_addr().unwrap(), inside.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut client = None;
-        let (mut a, mut b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
-        let has_marker = |d: &[u8]| d.windows(MARKER.len()).any(|w| w == MARKER);
-        loop {
-            tokio::select! {
-                Ok((n, from)) = outside.recv_from(&mut a) => {
-                    client = Some(from);
-                    if has_marker(&a[..n]) { plaintext.fetch_add(1, Ordering::SeqCst); }
-                    if !cut.load(Ordering::SeqCst) {
-                        forwarded.fetch_add(1, Ordering::SeqCst);
-                        let _ = inside.send_to(&a[..n], upstream).await;
-                    }
-                }
-                Ok((n, _)) = inside.recv_from(&mut b) => {
-                    if has_marker(&b[..n]) { plaintext.fetch_add(1, Ordering::SeqCst); }
-                    if let (Some(c), false) = (client, cut.load(Ordering::SeqCst)) {
-                        forwarded.fetch_add(1, Ordering::SeqCst);
-                        let _ = outside.send_to(&b[..n], c).await;
-                    }
-                }
-            }
-        }
-    });
-    addrs
-}
-
-impl Wan {
-    async fn new(b_overlay: SocketAddr, b_reflector: SocketAddr) -> Wan {
-        let cut = Arc::new(AtomicBool::new(false));
-        let plaintext = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (overlay, overlay_back) =
-            watched_relay(b_overlay, cut.clone(), plaintext.clone(), forwarded.clone()).await;
-        let (probes, _) = watched_relay(
-            b_reflector,
-            cut.clone(),
-            plaintext.clone(),
-            Default::default(),
-        )
-        .await;
-        Wan {
-            cut,
-            overlay,
-            overlay_back,
-            probes,
-            plaintext_seen: plaintext,
-            forwarded,
-        }
-    }
-}
-
-/// An IPv4/UDP packet 10.1.0.5:40000 → 10.2.0.9:`dport` carrying `MARKER` and `seq`.
-fn packet(dport: u16, seq: u32) -> Vec<u8> {
-    let mut payload = MARKER.to_vec();
-    payload.extend_from_slice(&seq.to_be_bytes());
-    let total = 28 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 1, 0, 5]);
-    p[16..20].copy_from_slice(&[10, 2, 0, 9]);
-    let mut sum: u32 = p[..20]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(&payload);
-    p
-}
-
 fn checksum(data: &[u8], mut sum: u32) -> u16 {
     for c in data.chunks(2) {
         sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
@@ -381,184 +274,12 @@ fn client_hello(server: &str) -> Vec<u8> {
     rec
 }
 
-fn seq_of(p: &[u8]) -> Option<(u16, u32)> {
-    let dport = u16::from_be_bytes([*p.get(22)?, *p.get(23)?]);
-    let s = p.get(28 + MARKER.len()..28 + MARKER.len() + 4)?;
-    Some((dport, u32::from_be_bytes(s.try_into().ok()?)))
-}
-
-fn key_file(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let secret = outpost_sdwan::overlay::generate_secret();
-    let public =
-        outpost_sdwan::overlay::encode_key(outpost_sdwan::overlay::public_key(&secret).as_bytes());
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        outpost_sdwan::overlay::encode_key(&secret.to_bytes()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (path, public)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn site_manifest(
-    name: &str,
-    reflector: Option<u16>,
-    uplinks: &[(&str, SocketAddr)],
-    key: &Path,
-    peer_key: &str,
-    overlays: &[(&str, u16, SocketAddr, &str)],
-) -> String {
-    let mut m = format!(
-        "[host]\nname = \"{name}\"\n[sdwan]\nprobe_interval_ms = 100\nlinks_table = \"sdwan-links\"\nchoices_table = \"sdwan-choices\"\n"
-    );
-    if let Some(port) = reflector {
-        m += &format!("reflector = \"127.0.0.1:{port}\"\n");
-    }
-    for (u, remote) in uplinks {
-        m += &format!("[sdwan.uplinks.{u}]\nlocal = \"127.0.0.1:0\"\nremote = \"{remote}\"\n");
-    }
-    m += r#"
-[tables.sdwan-links]
-kind = "exact"
-max_entries = 16
-[tables.sdwan-flows]
-kind = "exact"
-max_entries = 10000
-[tables.sdwan-stats]
-kind = "counters"
-max_entries = 512
-[tables.sdwan-choices]
-kind = "exact"
-max_entries = 64
-[ports.lan]
-kind = "memory"
-capacity = 8192
-"#;
-    for (port, local, peer, uplink) in overlays {
-        m += &format!(
-            "[ports.{port}]\nkind = \"overlay\"\nlocal = \"127.0.0.1:{local}\"\npeer = \"{peer}\"\npeer_public_key = \"{peer_key}\"\nprivate_key_file = \"{}\"\n",
-            key.display()
-        );
-        if !uplink.is_empty() {
-            m += &format!("uplink = \"{uplink}\"\n");
-        }
-    }
-    m += r#"
-[plugins.sdwan]
-kind = "network-function"
-component = "sdwan.wasm"
-grants.ports = ["lan", "wan-fiber", "wan-lte"]
-grants.tables = ["sdwan-links", "sdwan-flows", "sdwan-stats", "sdwan-choices"]
-limits = { batch = 64 }
-[plugins.sdwan.config]
-lan = "lan"
-links = "wan-fiber=fiber,wan-lte=lte"
-classes = "realtime,video,web,bulk"
-"class.realtime.match" = "udp=5004;dscp=46"
-"class.realtime.links" = "wan-fiber,wan-lte"
-"class.realtime.max_loss_pct" = "10"
-"class.video.match" = "sni=*.video.example"
-"class.video.links" = "wan-lte,wan-fiber"
-"class.web.match" = "host=intranet.example"
-"class.web.links" = "wan-fiber,wan-lte"
-"class.bulk.links" = "wan-lte,wan-fiber"
-hold_down_ms = "1000"
-"#;
-    m
-}
-
-async fn start_site(dir: &Path, text: &str) -> Arc<Appliance> {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("outpost.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut opts = ApplianceOptions::new(dir.join("data"));
-    opts.plugin_dirs.push(
-        Path::new(outpost_artifacts::SDWAN)
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    );
-    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    opts.ephemeral = true;
-    let app = Appliance::start(Manifest::load(&path).unwrap(), opts)
-        .await
-        .unwrap();
-    let status = app.plugin_status("sdwan").unwrap();
-    assert_eq!(status.state, "running", "{status:?}");
-    app
-}
-
-fn port_stats(app: &Appliance, port: &str) -> outpost_runtime::nf::NfPortStatus {
-    app.network_functions()
-        .into_iter()
-        .flat_map(|nf| nf.ports)
-        .find(|p| p.name == port)
-        .unwrap_or_else(|| panic!("no port {port}"))
-}
-
-fn choice(app: &Appliance, class: &str) -> String {
-    app.tables()
-        .open("sdwan-choices")
-        .unwrap()
-        .get(class.as_bytes())
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_the_hold_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a_key, a_pub) = key_file(dir.path(), "a.key");
-    let (b_key, b_pub) = key_file(dir.path(), "b.key");
-    let (b_reflector, b_fiber, b_lte) = (free_udp_port(), free_udp_port(), free_udp_port());
-    let reflector: SocketAddr = format!("127.0.0.1:{b_reflector}").parse().unwrap();
-    let fiber = Wan::new(format!("127.0.0.1:{b_fiber}").parse().unwrap(), reflector).await;
-    let lte = Wan::new(format!("127.0.0.1:{b_lte}").parse().unwrap(), reflector).await;
-
-    let site_b = start_site(
-        &dir.path().join("b"),
-        &site_manifest(
-            "site-b",
-            Some(b_reflector),
-            &[],
-            &b_key,
-            &a_pub,
-            &[
-                ("wan-fiber", b_fiber, fiber.overlay_back, ""),
-                ("wan-lte", b_lte, lte.overlay_back, ""),
-            ],
-        ),
-    )
-    .await;
-    let site_a = start_site(
-        &dir.path().join("a"),
-        &site_manifest(
-            "site-a",
-            None,
-            &[("fiber", fiber.probes), ("lte", lte.probes)],
-            &a_key,
-            &b_pub,
-            &[
-                ("wan-fiber", free_udp_port(), fiber.overlay, "fiber"),
-                ("wan-lte", free_udp_port(), lte.overlay, "lte"),
-            ],
-        ),
-    )
-    .await;
-    wait_for("both uplinks up", Duration::from_secs(10), || {
-        site_a
-            .sdwan()
-            .unwrap()
-            .uplinks
-            .iter()
-            .all(|u| u.quality.state == outpost_sdwan::LinkState::Up)
-    })
-    .await;
-    // Let the links settle past the hold-down so both are trusted.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sites = two_sites(true).await;
+    let (site_a, site_b) = (&sites.a, &sites.b);
+    let (fiber, lte) = (sites.fiber.as_ref().unwrap(), sites.lte.as_ref().unwrap());
+    let (a_pub, b_fiber) = (sites.a_public_key.clone(), sites.b_fiber_port);
 
     let a_lan = site_a.memory_port("sdwan", "lan").unwrap();
     let b_lan = site_b.memory_port("sdwan", "lan").unwrap();
@@ -597,11 +318,11 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
         received.iter().filter(|r| r.1 == 5004).count() > 50,
         "realtime packets reached site B"
     );
-    assert_eq!(choice(&site_a, "realtime"), "wan-fiber");
-    assert_eq!(choice(&site_a, "bulk"), "wan-lte");
+    assert_eq!(choice(site_a, "realtime"), "wan-fiber");
+    assert_eq!(choice(site_a, "bulk"), "wan-lte");
     let (fiber_tx, lte_tx) = (
-        port_stats(&site_a, "wan-fiber").stats.tx_packets,
-        port_stats(&site_a, "wan-lte").stats.tx_packets,
+        port_stats(site_a, "wan-fiber").stats.tx_packets,
+        port_stats(site_a, "wan-lte").stats.tx_packets,
     );
     let rt = received.iter().filter(|r| r.1 == 5004).count() as u64;
     let bulk = received.iter().filter(|r| r.1 == 9000).count() as u64;
@@ -649,8 +370,26 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     let syn = syn.expect("the SYN reached site B");
     assert_eq!(&syn[40..44], &[2, 4, 0x05, 0x78], "MSS clamped to 1400");
     assert_eq!(tcp_checksum_check(&syn), 0, "TCP checksum still right");
-    assert_eq!(choice(&site_a, "video"), "wan-lte");
-    assert_eq!(choice(&site_a, "web"), "wan-fiber");
+    assert_eq!(choice(site_a, "video"), "wan-lte");
+    assert_eq!(choice(site_a, "web"), "wan-fiber");
+    // A fresh instance of the plugin (a hot swap) keeps every pin: the web flow, which only its
+    // first packet's Host header classified, still counts as web on fiber afterwards.
+    let web_on_fiber = |app: &Appliance| {
+        app.tables()
+            .open("sdwan-stats")
+            .unwrap()
+            .count(&(2u32 * 16 + 1).to_le_bytes(), 0, 0)
+            .unwrap()
+            .0
+    };
+    let before = web_on_fiber(site_a);
+    assert_eq!(before, 1);
+    site_a.restart_plugin("sdwan", "test").await.unwrap();
+    a_lan.inject(&tcp(41001, 80, 0x10, &[], b"more of the request body"));
+    wait_for("the web flow's next packet", Duration::from_secs(3), || {
+        web_on_fiber(site_a) == before + 1
+    })
+    .await;
     // The operator sees each class's link in status and metrics.
     let classes: std::collections::BTreeMap<String, String> = site_a
         .sdwan()
@@ -672,7 +411,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     fiber.cut.store(true, Ordering::SeqCst);
     let moved = loop {
         drain(&mut received);
-        if choice(&site_a, "realtime") == "wan-lte" {
+        if choice(site_a, "realtime") == "wan-lte" {
             break cut_at.elapsed();
         }
         assert!(
@@ -718,7 +457,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     fiber.cut.store(false, Ordering::SeqCst);
     let back = loop {
         drain(&mut received);
-        if choice(&site_a, "realtime") == "wan-fiber" {
+        if choice(site_a, "realtime") == "wan-fiber" {
             break restored_at.elapsed();
         }
         assert!(
@@ -761,7 +500,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     );
 
     // The wire never carried the payload in clear, in either direction.
-    for wan in [&fiber, &lte] {
+    for wan in [fiber, lte] {
         assert!(wan.forwarded.load(Ordering::SeqCst) > 100);
         assert_eq!(
             wan.plaintext_seen.load(Ordering::SeqCst),
@@ -776,7 +515,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
         attacker.send_to(d, ("127.0.0.1", b_fiber)).unwrap();
     }
     wait_for("hostile datagrams counted", Duration::from_secs(3), || {
-        port_stats(&site_b, "wan-fiber")
+        port_stats(site_b, "wan-fiber")
             .overlay
             .is_some_and(|o| o.counters.rx_dropped_invalid >= 3)
     })
@@ -791,7 +530,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     .await;
 
     // Status shows each overlay port's public key for the operator.
-    let wan = port_stats(&site_a, "wan-fiber").overlay.unwrap();
+    let wan = port_stats(site_a, "wan-fiber").overlay.unwrap();
     assert_eq!(wan.public_key, a_pub);
     assert_eq!(wan.uplink.as_deref(), Some("fiber"));
     site_a.shutdown().await;

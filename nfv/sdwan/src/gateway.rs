@@ -481,17 +481,7 @@ impl Inner {
         let now = unix_ms();
         let links = state.links.clone();
         let moves = state.flows.reevaluate(&self.policy, &links, now);
-        let tagged: Vec<(FlowMove, String)> = moves
-            .into_iter()
-            .map(|m| {
-                let class = state
-                    .flows
-                    .get(&m.key)
-                    .map(|e| e.class.clone())
-                    .unwrap_or_default();
-                (m, class)
-            })
-            .collect();
+        let tagged = tag_with_class(&state.flows, moves);
         self.record_moves(&mut state, &tagged, None);
     }
 
@@ -872,17 +862,7 @@ impl Gateway {
         let moves = state
             .flows
             .reevaluate(&self.inner.policy, &links, unix_ms());
-        let tagged: Vec<(FlowMove, String)> = moves
-            .into_iter()
-            .map(|m| {
-                let class = state
-                    .flows
-                    .get(&m.key)
-                    .map(|e| e.class.clone())
-                    .unwrap_or_default();
-                (m, class)
-            })
-            .collect();
+        let tagged = tag_with_class(&state.flows, moves);
         self.inner.record_moves(&mut state, &tagged, None);
     }
 
@@ -928,6 +908,20 @@ async fn run_egress(inner: Arc<Inner>, idx: usize) {
             Err(None) => link.notify.notified().await,
         }
     }
+}
+
+/// Each move with the class of the flow it moved (empty when the flow is gone).
+fn tag_with_class(flows: &FlowTable, moves: Vec<FlowMove>) -> Vec<(FlowMove, String)> {
+    moves
+        .into_iter()
+        .map(|m| {
+            let class = flows
+                .get(&m.key)
+                .map(|e| e.class.clone())
+                .unwrap_or_default();
+            (m, class)
+        })
+        .collect()
 }
 
 #[cfg(test)]

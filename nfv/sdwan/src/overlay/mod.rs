@@ -110,6 +110,19 @@ pub struct OverlayConfig {
 }
 
 impl OverlayConfig {
+    /// The WireGuard state machine these settings describe.
+    pub(crate) fn clone_tunnel(&self) -> Result<Tunn, OverlayError> {
+        Tunn::new(
+            self.secret.clone(),
+            self.peer_public,
+            self.preshared_key,
+            self.keepalive_secs,
+            self.index & 0x00ff_ffff,
+            None,
+        )
+        .map_err(OverlayError::Setup)
+    }
+
     /// Defaults around a key pair.
     pub fn new(secret: StaticSecret, peer_public: PublicKey) -> Self {
         Self {
@@ -179,15 +192,7 @@ impl OverlayPeer {
         socket: Arc<UdpSocket>,
         remote: SocketAddr,
     ) -> Result<(Self, mpsc::Receiver<Vec<u8>>), OverlayError> {
-        let tunn = Tunn::new(
-            config.secret,
-            config.peer_public,
-            config.preshared_key,
-            config.keepalive_secs,
-            config.index & 0x00ff_ffff,
-            None,
-        )
-        .map_err(OverlayError::Setup)?;
+        let tunn = config.clone_tunnel()?;
         let shared = Arc::new(Shared {
             tunn: Mutex::new(tunn),
             socket,
@@ -287,7 +292,7 @@ async fn flush(shared: &Shared, out: Outgoing) {
     }
 }
 
-fn is_replay(e: &WireGuardError) -> bool {
+pub(crate) fn is_replay(e: &WireGuardError) -> bool {
     matches!(
         e,
         WireGuardError::DuplicateCounter

@@ -103,15 +103,7 @@ impl OverlayPort {
         config: OverlayConfig,
     ) -> Result<Self, OverlayError> {
         socket.set_nonblocking(true)?;
-        let tunn = Tunn::new(
-            config.secret,
-            config.peer_public,
-            config.preshared_key,
-            config.keepalive_secs,
-            config.index & 0x00ff_ffff,
-            None,
-        )
-        .map_err(OverlayError::Setup)?;
+        let tunn = config.clone_tunnel()?;
         Ok(Self {
             id,
             name: name.to_owned(),
@@ -214,12 +206,7 @@ impl Port for OverlayPort {
                 }
                 TunnResult::Err(e) => {
                     drops += 1;
-                    if matches!(
-                        e,
-                        WireGuardError::DuplicateCounter
-                            | WireGuardError::InvalidCounter
-                            | WireGuardError::WrongTai64nTimestamp
-                    ) {
+                    if super::is_replay(&e) {
                         bump(&self.overlay.rx_dropped_replay);
                     } else {
                         bump(&self.overlay.rx_dropped_invalid);
