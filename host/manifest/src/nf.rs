@@ -102,6 +102,8 @@ pub struct OverlaySpec {
     pub private_key_file: Option<PathBuf>,
     /// The `[sdwan.uplinks]` entry whose probes judge this path, if any.
     pub uplink: Option<String>,
+    /// That uplink's egress cap (Mbit/s), which the port enforces with its shaper.
+    pub rate_mbps: Option<u32>,
 }
 
 /// What a table holds.

@@ -641,19 +641,23 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError>
             }
         }
     };
-    for port in ports.values() {
-        if let Some(uplink) = port.overlay.as_ref().and_then(|o| o.uplink.as_ref())
-            && !sdwan
-                .as_ref()
-                .is_some_and(|s| s.uplinks.contains_key(uplink))
-        {
-            return c.err(
-                0..0,
-                format!(
-                    "ports.{}.uplink: no `[sdwan.uplinks.{uplink}]` in this manifest",
-                    port.name
-                ),
-            );
+    let mut ports = ports;
+    for port in ports.values_mut() {
+        let name = port.name.clone();
+        let Some(overlay) = port.overlay.as_mut() else {
+            continue;
+        };
+        let Some(uplink) = &overlay.uplink else {
+            continue;
+        };
+        match sdwan.as_ref().and_then(|s| s.uplinks.get(uplink)) {
+            Some(u) => overlay.rate_mbps = u.rate_mbps,
+            None => {
+                return c.err(
+                    0..0,
+                    format!("ports.{name}.uplink: no `[sdwan.uplinks.{uplink}]` in this manifest"),
+                );
+            }
         }
     }
     Ok(Manifest {
@@ -2078,6 +2082,7 @@ fn check_overlay(
         peer_public_key: k.to_owned(),
         private_key_file: file,
         uplink: uplink.map(Spanned::into_inner),
+        rate_mbps: None,
     }))
 }
 

@@ -322,7 +322,7 @@ rate_mbps = 200
     fn an_overlay_port_parses_and_names_its_uplink() {
         let m = Manifest::parse(
             &format!(
-                "[sdwan.uplinks.fiber]\nlocal = \"127.0.0.1:0\"\nremote = \"127.0.0.1:7900\"\n\
+                "[sdwan.uplinks.fiber]\nlocal = \"127.0.0.1:0\"\nremote = \"127.0.0.1:7900\"\nrate_mbps = 50\n\
                  [ports.wan]\nkind = \"overlay\"\nlocal = \"10.90.0.1:51820\"\npeer = \"10.90.0.2:51820\"\n\
                  peer_public_key = \"{KEY}\"\nprivate_key_file = \"keys/a.key\"\nuplink = \"fiber\"\n"
             ),
@@ -333,6 +333,8 @@ rate_mbps = 200
         assert_eq!(o.peer, "10.90.0.2:51820".parse().unwrap());
         assert_eq!(o.peer_public_key, KEY);
         assert_eq!(o.uplink.as_deref(), Some("fiber"));
+        // The uplink's cap is the port's.
+        assert_eq!(o.rate_mbps, Some(50));
     }
 
     #[test]

@@ -429,13 +429,19 @@ pub fn open_overlay_port(
     // Session indices only need to differ between this host's tunnels.
     config.index = u32::from(id) + 1;
     config.keepalive_secs = Some(10);
-    let open =
-        overlay::port::OverlayPort::open(id, port, spec.local, spec.peer, config).map_err(|e| {
+    let mut open = overlay::port::OverlayPort::open(id, port, spec.local, spec.peer, config)
+        .map_err(|e| {
             format!(
                 "ports.{port}: cannot open the tunnel from {}: {e}",
                 spec.local
             )
         })?;
+    if let Some(mbps) = spec.rate_mbps {
+        // Mbit/s of inner bytes: the cap is the uplink's; the shaper puts real-time first.
+        open = open
+            .with_rate_cap(u64::from(mbps) * 125_000)
+            .map_err(|e| format!("ports.{port}: {e}"))?;
+    }
     let local = open
         .local_addr()
         .map_err(|e| format!("ports.{port}: {e}"))?;

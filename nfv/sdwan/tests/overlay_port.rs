@@ -191,3 +191,74 @@ async fn a_peer_with_the_wrong_key_delivers_nothing() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_capped_port_holds_its_rate_and_sends_realtime_packets_first() {
+    let (a, mut b, _relay) = pair().await;
+    const RATE: u64 = 400_000; // bytes per second
+    let mut a = a.with_rate_cap(RATE).unwrap();
+    // Handshake.
+    let hello = ipv4_udp(0, b"hello");
+    a.send([&hello[..]]).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        a.recv_batch(&mut Batch::new(), 64).unwrap();
+        got = receive(&mut b, 1, Duration::from_millis(10)).await;
+    }
+    assert_eq!(got, vec![hello]);
+
+    // 300 bulk packets of 1000 bytes (0.75 s at the cap), then 20 realtime (EF) ones.
+    let bulk: Vec<Vec<u8>> = (1..=300u16).map(|i| ipv4_udp(i, &[0u8; 972])).collect();
+    assert_eq!(bulk[0].len(), 1000);
+    let ef: Vec<Vec<u8>> = (1000..1020u16)
+        .map(|i| {
+            let mut p = ipv4_udp(i, &[1u8; 972]);
+            p[1] = 46 << 2;
+            p
+        })
+        .collect();
+    assert_eq!(a.send(bulk.iter().map(|p| &p[..])).unwrap(), 300);
+    assert_eq!(a.send(ef.iter().map(|p| &p[..])).unwrap(), 20);
+    // The shaper let out about one burst (10 ms worth) at once, not the whole backlog.
+    assert!(a.stats().tx_packets < 20, "{:?}", a.stats());
+
+    let mut order: Vec<(Instant, u16)> = Vec::new();
+    let start = Instant::now();
+    while order.len() < 320 && start.elapsed() < Duration::from_secs(5) {
+        a.recv_batch(&mut Batch::new(), 64).unwrap(); // the data path's polling drains the shaper
+        let mut batch = Batch::new();
+        b.recv_batch(&mut batch, 64).unwrap();
+        let now = Instant::now();
+        order.extend(
+            batch
+                .iter()
+                .map(|p| (now, u16::from_be_bytes([p.data[4], p.data[5]]))),
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(order.len(), 320, "everything arrived in the end");
+    // Realtime first: all 20 EF packets among the first 40 delivered.
+    let ef_positions: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, id))| *id >= 1000)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ef_positions.len(), 20);
+    assert!(*ef_positions.last().unwrap() < 40, "{ef_positions:?}");
+    // The rate over the run: 320 kB at 400 kB/s is about 0.8 s (less the first burst).
+    let span = order
+        .last()
+        .unwrap()
+        .0
+        .duration_since(order[0].0)
+        .as_secs_f64();
+    let rate = (319.0 * 1000.0) / span;
+    eprintln!("shaped rate {rate:.0} B/s against a cap of {RATE} B/s");
+    assert!(
+        (rate - RATE as f64).abs() < RATE as f64 * 0.1,
+        "rate {rate:.0} B/s"
+    );
+    assert_eq!(a.stats().tx_packets, 321);
+}

@@ -59,6 +59,9 @@ pub enum OverlayError {
     /// WireGuard refused to encapsulate.
     #[error("encapsulation failed: {0:?}")]
     Encapsulate(WireGuardError),
+    /// The egress shaper's settings were refused.
+    #[error("egress shaping: {0}")]
+    Qos(String),
 }
 
 /// A fresh random x25519 static secret.

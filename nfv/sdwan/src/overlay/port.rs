@@ -8,6 +8,13 @@
 //! (handshake retries, rekeying, keepalives), so the data path's polling loop drives it.
 //! Hostile datagrams (truncated, foreign, wrong key, bad tag, replayed) are dropped and counted
 //! as receive drops and in [`OverlayCounters`].
+//!
+//! With a rate cap ([`OverlayPort::with_rate_cap`]) the port shapes its egress with the
+//! [`crate::qos::Scheduler`]: packets marked EF or CS5–CS7 (DSCP 40, 46, 48, 56) form a
+//! strict-priority real-time class; AF4x and CS4 (DSCP 32–38) a weighted class of weight 3;
+//! everything else a weighted class of weight 1. Packets wait in bounded queues (tail drop,
+//! counted as transmit drops) until the token bucket lets them out; the data path's polling
+//! drains them.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -21,6 +28,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use outpost_dataplane::{Batch, Port, PortCounters, PortId};
 
 use super::{OverlayConfig, OverlayCounters, OverlayError};
+use crate::qos::{QosClass, QosConfig, RateCap, Scheduler};
 
 /// Largest datagram handled (an inner packet of up to 64 KiB plus WireGuard's overhead).
 const MAX_DATAGRAM: usize = 65_536 + 64;
@@ -69,6 +77,24 @@ pub struct OverlayPort {
     rx_buf: Vec<u8>,
     work: Vec<u8>,
     last_timers: Instant,
+    qos: Option<Scheduler>,
+}
+
+/// The egress class of an IPv4/IPv6 packet by its DSCP: 0 real-time, 1 interactive, 2 bulk.
+fn egress_class(packet: &[u8]) -> usize {
+    let dscp = match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(1).map_or(0, |tos| tos >> 2),
+        Some(6) => match (packet.first(), packet.get(1)) {
+            (Some(a), Some(b)) => ((a & 0x0f) << 2) | (b >> 6),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    match dscp {
+        40 | 46 | 48 | 56 => 0,
+        32..=38 => 1,
+        _ => 2,
+    }
 }
 
 impl std::fmt::Debug for OverlayPort {
@@ -115,7 +141,65 @@ impl OverlayPort {
             rx_buf: vec![0; MAX_DATAGRAM],
             work: vec![0; MAX_DATAGRAM],
             last_timers: Instant::now() - TIMER_EVERY,
+            qos: None,
         })
+    }
+
+    /// Shapes the port's egress to `bytes_per_sec` (inner bytes), real-time traffic first; see
+    /// the module documentation.
+    pub fn with_rate_cap(mut self, bytes_per_sec: u64) -> Result<Self, OverlayError> {
+        let config = QosConfig {
+            rate: Some(RateCap {
+                bytes_per_sec,
+                // 10 ms worth, at least two full-size packets.
+                burst_bytes: (bytes_per_sec / 100).max(3000),
+            }),
+            ..QosConfig::new(vec![
+                QosClass::realtime("realtime"),
+                QosClass::weighted("interactive", 3),
+                QosClass::weighted("bulk", 1),
+            ])
+        };
+        self.qos = Some(Scheduler::new(config).map_err(|e| OverlayError::Qos(e.to_string()))?);
+        Ok(self)
+    }
+
+    /// Encrypts and sends one inner packet; whether it was accepted.
+    fn encapsulate_and_send(&mut self, packet: &[u8]) -> bool {
+        match self.tunn.encapsulate(packet, &mut self.work) {
+            TunnResult::WriteToNetwork(d) => {
+                let d = d.to_vec();
+                self.send_datagram(&d);
+                bump(&self.overlay.tx_packets);
+                true
+            }
+            // Queued inside the tunnel until the handshake completes.
+            TunnResult::Done => {
+                bump(&self.overlay.tx_packets);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends what the shaper lets out now.
+    fn drain_shaper(&mut self) {
+        let Some(mut qos) = self.qos.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let (mut sent, mut bytes, mut drops) = (0u64, 0u64, 0u64);
+        while let Some((_, packet)) = qos.dequeue(now) {
+            if self.encapsulate_and_send(&packet) {
+                sent += 1;
+                bytes += packet.len() as u64;
+            } else {
+                drops += 1;
+            }
+        }
+        self.qos = Some(qos);
+        self.counters.add_tx(sent, bytes);
+        self.counters.add_tx_drops(drops);
     }
 
     /// The local address the tunnel's datagrams leave from.
@@ -174,6 +258,7 @@ impl Port for OverlayPort {
 
     fn recv_batch(&mut self, batch: &mut Batch, max: usize) -> io::Result<usize> {
         self.run_timers();
+        self.drain_shaper();
         let (mut n, mut bytes, mut drops) = (0usize, 0u64, 0u64);
         while n < max {
             let (len, from) = match self.socket.recv_from(&mut self.rx_buf) {
@@ -221,32 +306,33 @@ impl Port for OverlayPort {
     }
 
     fn send_batch(&mut self, frames: &mut dyn Iterator<Item = &[u8]>) -> io::Result<usize> {
-        let (mut sent, mut bytes, mut drops) = (0usize, 0u64, 0u64);
+        let (mut accepted, mut bytes, mut drops) = (0usize, 0u64, 0u64);
         for packet in frames {
             if packet.is_empty() || packet.len() + 32 > self.work.len() {
                 drops += 1;
                 continue;
             }
-            match self.tunn.encapsulate(packet, &mut self.work) {
-                TunnResult::WriteToNetwork(d) => {
-                    let d = d.to_vec();
-                    self.send_datagram(&d);
-                    bump(&self.overlay.tx_packets);
-                    sent += 1;
-                    bytes += packet.len() as u64;
+            if let Some(qos) = &mut self.qos {
+                // Counted as transmitted when the shaper lets it out.
+                match qos.enqueue(egress_class(packet), packet.to_vec()) {
+                    Ok(()) => accepted += 1,
+                    Err(_) => drops += 1,
                 }
-                // Queued inside the tunnel until the handshake completes.
-                TunnResult::Done => {
-                    bump(&self.overlay.tx_packets);
-                    sent += 1;
-                    bytes += packet.len() as u64;
-                }
-                _ => drops += 1,
+                continue;
+            }
+            if self.encapsulate_and_send(packet) {
+                accepted += 1;
+                bytes += packet.len() as u64;
+            } else {
+                drops += 1;
             }
         }
-        self.counters.add_tx(sent as u64, bytes);
+        if self.qos.is_none() {
+            self.counters.add_tx(accepted as u64, bytes);
+        }
         self.counters.add_tx_drops(drops);
-        Ok(sent)
+        self.drain_shaper();
+        Ok(accepted)
     }
 
     fn counters(&self) -> &Arc<PortCounters> {
