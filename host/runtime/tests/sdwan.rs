@@ -293,6 +293,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
             while sending.load(Ordering::SeqCst) {
                 a_lan.inject(&packet(5004, seq));
                 a_lan.inject(&packet(9000, seq));
+                a_lan.inject(&packet(5006, seq));
                 seq += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -326,15 +327,17 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     );
     let rt = received.iter().filter(|r| r.1 == 5004).count() as u64;
     let bulk = received.iter().filter(|r| r.1 == 9000).count() as u64;
-    // Each link carried its class (and only it): counts match what B received, give or take
-    // the packets in flight.
+    let voice = received.iter().filter(|r| r.1 == 5006).count() as u64;
+    // Each link carried its classes (and only them): realtime and voice on fiber, bulk and
+    // voice's copies on LTE; counts match what B received, give or take the packets in flight.
+    assert!(voice > 50, "voice packets reached site B");
     assert!(
-        fiber_tx >= rt && fiber_tx <= rt + 20,
-        "fiber {fiber_tx}, realtime {rt}"
+        fiber_tx >= rt + voice && fiber_tx <= rt + voice + 40,
+        "fiber {fiber_tx}, realtime {rt}, voice {voice}"
     );
     assert!(
-        lte_tx >= bulk && lte_tx <= bulk + 20,
-        "lte {lte_tx}, bulk {bulk}"
+        lte_tx >= bulk + voice && lte_tx <= bulk + voice + 40,
+        "lte {lte_tx}, bulk {bulk}, voice copies {voice}"
     );
 
     // Application awareness: a TLS ClientHello's server name and an HTTP Host header pick the
@@ -497,6 +500,20 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     assert!(
         lost > 0 && u64::from(lost) * 5 < 1000,
         "{lost} realtime packets lost"
+    );
+    // Voice, duplicated over both links, lost nothing through the cut, and site B delivered
+    // each packet once.
+    let voice: Vec<u32> = received
+        .iter()
+        .filter(|r| r.1 == 5006)
+        .map(|r| r.2)
+        .collect();
+    let voice_seqs: std::collections::BTreeSet<u32> = voice.iter().copied().collect();
+    assert_eq!(voice_seqs.len() as u32, sent, "every voice packet arrived");
+    assert_eq!(
+        voice.len(),
+        voice_seqs.len(),
+        "no voice packet arrived twice"
     );
 
     // The wire never carried the payload in clear, in either direction.

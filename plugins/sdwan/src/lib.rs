@@ -21,7 +21,7 @@
 //! | `class.NAME.max_rtt_ms` / `max_jitter_ms` / `max_loss_pct` | the SLA | `150` / `30` / `2` |
 //! | `class.NAME.duplicate` | send each packet over the two best links | `true` |
 //! | `hold_down_ms` | how long a recovered link must be good before flows return (default 2000) | `2000` |
-//! | `links_table`, `flows_table`, `stats_table`, `choices_table` | table names (defaults `sdwan-links`, `sdwan-flows`, `sdwan-stats`, `sdwan-choices`) | |
+//! | `links_table`, `flows_table`, `stats_table`, `choices_table`, `dedup_table` | table names (defaults `sdwan-links`, `sdwan-flows`, `sdwan-stats`, `sdwan-choices`, `sdwan-dedup`; the last only when a class duplicates) | |
 //!
 //! `stats` (a counter table, at least 512 counters) gets packets and bytes per class and port at
 //! index `class × 16 + port`, and flow moves per class at index `256 + class` (classes in
@@ -156,6 +156,8 @@ struct Config {
     /// minus 40: 1400 for a 1500-byte outer MTU over IPv4).
     max_mss: u16,
     tables: [String; 4],
+    /// Where copies of duplicated packets are recognized (only used when a class duplicates).
+    dedup_table: String,
 }
 
 fn parse_config(port_names: &[String]) -> Result<Config, String> {
@@ -243,6 +245,7 @@ fn parse_config(port_names: &[String]) -> Result<Config, String> {
             config::get_or("stats_table", "sdwan-stats"),
             config::get_or("choices_table", "sdwan-choices"),
         ],
+        dedup_table: config::get_or("dedup_table", "sdwan-dedup"),
     })
 }
 
@@ -546,6 +549,8 @@ fn choose(
 struct Instance {
     config: Result<Config, String>,
     tables: Option<[Table; 4]>,
+    /// The de-duplication table, opened when a class duplicates.
+    dedup: Option<Table>,
 }
 
 impl Instance {
@@ -557,6 +562,7 @@ impl Instance {
         Instance {
             config,
             tables: None,
+            dedup: None,
         }
     }
 }
@@ -607,6 +613,16 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
             }
         }
     }
+    if i.dedup.is_none() && cfg.classes.iter().any(|c| c.duplicate) {
+        match open_table(&cfg.dedup_table) {
+            Ok(t) => i.dedup = Some(t),
+            Err(e) => {
+                log::error(&format!("sdwan: table `{}`: {e}", cfg.dedup_table));
+                drop_all(&mut out);
+                return out;
+            }
+        }
+    }
     let Some([links_t, flows_t, stats_t, choices_t]) = &i.tables else {
         drop_all(&mut out);
         return out;
@@ -625,6 +641,10 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
         .zip(ingress)
         .map(|(p, port)| (*port == cfg.lan).then(|| parse_ipv4(p)).flatten())
         .collect();
+    let duplicates = match &i.dedup {
+        Some(t) => find_duplicates(cfg, t, &packets, ingress),
+        None => vec![false; n],
+    };
 
     // One crossing each for the links and the batch's pins.
     let uplink_keys: Vec<Vec<u8>> = cfg.uplinks.values().map(|u| u.as_bytes().to_vec()).collect();
@@ -662,10 +682,12 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
     let mut new_pins: BTreeMap<[u8; FLOW_KEY_LEN], (u16, u8)> = BTreeMap::new();
     let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut choices: BTreeMap<String, u16> = BTreeMap::new();
-    for ((packet, port), parsed) in packets.iter().zip(ingress).zip(&parsed) {
+    for (((packet, port), parsed), duplicate) in
+        packets.iter().zip(ingress).zip(&parsed).zip(&duplicates)
+    {
         let verdict = if *port != cfg.lan {
-            // From the remote site over an uplink: to the LAN.
-            if cfg.uplinks.contains_key(port) {
+            // From the remote site over an uplink: to the LAN, once.
+            if cfg.uplinks.contains_key(port) && !duplicate {
                 Verdict::Forward(cfg.lan)
             } else {
                 Verdict::Drop
@@ -768,6 +790,66 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
     for (class, link) in choices {
         let _ = choices_t.put(class.as_bytes(), cfg.port_names[usize::from(link)].as_bytes());
     }
+    out
+}
+
+/// Slots of the de-duplication table (a direct-mapped cache of packet hashes).
+const DEDUP_SLOTS: u64 = 4096;
+
+/// FNV-1a, 64 bits: the two copies of a duplicated packet are byte for byte the same.
+fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Which packets from the uplinks are second copies of a duplicated class's packets: each
+/// such packet's hash is remembered in the table slot `hash % 4096`; a packet whose hash is
+/// already there (or earlier in this batch) is a copy. A slot overwritten by another packet
+/// can only let a copy through, never drop an original.
+fn find_duplicates(cfg: &Config, table: &Table, packets: &[&[u8]], ingress: &[u16]) -> Vec<bool> {
+    let mut out = vec![false; packets.len()];
+    let mut candidates = Vec::new();
+    for (i, (p, port)) in packets.iter().zip(ingress).enumerate() {
+        if *port == cfg.lan || !cfg.uplinks.contains_key(port) {
+            continue;
+        }
+        let Some(parsed) = parse_ipv4(p) else { continue };
+        let duplicated = cfg
+            .classes
+            .iter()
+            .find(|c| c.rules.iter().any(|r| !r.by_name() && r.matches(&parsed)))
+            .is_some_and(|c| c.duplicate);
+        if duplicated {
+            let h = fnv64(p);
+            candidates.push((i, h, ((h % DEDUP_SLOTS) as u32).to_le_bytes().to_vec()));
+        }
+    }
+    if candidates.is_empty() {
+        return out;
+    }
+    let keys: Vec<Vec<u8>> = candidates.iter().map(|c| c.2.clone()).collect();
+    let found = table.get_many(&keys);
+    let mut off = 0usize;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut puts = Vec::new();
+    for ((i, h, key), len) in candidates.into_iter().zip(found.lengths) {
+        let stored = len.and_then(|len| {
+            let end = off + len as usize;
+            let v = found.data.get(off..end)?;
+            off = end;
+            Some(u64::from_le_bytes(v.try_into().ok()?))
+        });
+        if stored == Some(h) || !seen.insert(h) {
+            out[i] = true;
+        } else {
+            puts.push((key, h.to_le_bytes().to_vec()));
+        }
+    }
+    let _ = table.put_many(&puts);
     out
 }
 

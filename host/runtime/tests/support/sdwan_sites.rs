@@ -181,6 +181,9 @@ max_entries = 512
 [tables.sdwan-choices]
 kind = "exact"
 max_entries = 64
+[tables.sdwan-dedup]
+kind = "exact"
+max_entries = 4096
 [ports.lan]
 kind = "memory"
 capacity = 8192
@@ -199,12 +202,12 @@ capacity = 8192
 kind = "network-function"
 component = "sdwan.wasm"
 grants.ports = ["lan", "wan-fiber", "wan-lte"]
-grants.tables = ["sdwan-links", "sdwan-flows", "sdwan-stats", "sdwan-choices"]
+grants.tables = ["sdwan-links", "sdwan-flows", "sdwan-stats", "sdwan-choices", "sdwan-dedup"]
 limits = { batch = 64 }
 [plugins.sdwan.config]
 lan = "lan"
 links = "wan-fiber=fiber,wan-lte=lte"
-classes = "realtime,video,web,bulk"
+classes = "realtime,video,web,voice,bulk"
 "class.realtime.match" = "udp=5004;dscp=46"
 "class.realtime.links" = "wan-fiber,wan-lte"
 "class.realtime.max_loss_pct" = "10"
@@ -212,6 +215,9 @@ classes = "realtime,video,web,bulk"
 "class.video.links" = "wan-lte,wan-fiber"
 "class.web.match" = "host=intranet.example"
 "class.web.links" = "wan-fiber,wan-lte"
+"class.voice.match" = "udp=5006"
+"class.voice.links" = "wan-fiber,wan-lte"
+"class.voice.duplicate" = "true"
 "class.bulk.links" = "wan-lte,wan-fiber"
 hold_down_ms = "1000"
 "#;
