@@ -358,11 +358,28 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     ));
     // A SYN offering MSS 1460 leaves with the overlay's 1400 and a right checksum.
     a_lan.inject(&tcp(41002, 22, 0x02, &[2, 4, 0x05, 0xb4, 1, 1, 1, 0], &[]));
-    let mut syn = None;
+    // An IPv6 packet (not classified yet) takes the default class's link.
+    let mut v6 = vec![0u8; 40 + 8 + 4];
+    v6[0] = 0x60;
+    v6[4..6].copy_from_slice(&12u16.to_be_bytes());
+    v6[6] = 17;
+    v6[7] = 64;
+    v6[8] = 0xfd;
+    v6[23] = 1;
+    v6[24] = 0xfd;
+    v6[39] = 2;
+    v6[40..42].copy_from_slice(&40000u16.to_be_bytes());
+    v6[42..44].copy_from_slice(&9999u16.to_be_bytes());
+    v6[44..46].copy_from_slice(&12u16.to_be_bytes());
+    v6[48..].copy_from_slice(b"six!");
+    a_lan.inject(&v6);
+    let (mut syn, mut v6_seen) = (None, false);
     let start = Instant::now();
-    while syn.is_none() && start.elapsed() < Duration::from_secs(3) {
+    while (syn.is_none() || !v6_seen) && start.elapsed() < Duration::from_secs(3) {
         for p in b_lan.take_sent() {
-            if p.len() >= 24 && p[9] == 6 && u16::from_be_bytes([p[22], p[23]]) == 22 {
+            if p == v6 {
+                v6_seen = true;
+            } else if p.len() >= 24 && p[9] == 6 && u16::from_be_bytes([p[22], p[23]]) == 22 {
                 syn = Some(p);
             } else if let Some((port, seq)) = seq_of(&p) {
                 received.push((Instant::now(), port, seq));
@@ -371,6 +388,7 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let syn = syn.expect("the SYN reached site B");
+    assert!(v6_seen, "the IPv6 packet reached site B");
     assert_eq!(&syn[40..44], &[2, 4, 0x05, 0x78], "MSS clamped to 1400");
     assert_eq!(tcp_checksum_check(&syn), 0, "TCP checksum still right");
     assert_eq!(choice(site_a, "video"), "wan-lte");

@@ -47,7 +47,11 @@ enum Rule {
     Any,
     Dscp(u8),
     Proto(u8),
-    Port { proto: u8, lo: u16, hi: u16 },
+    Port {
+        proto: u8,
+        lo: u16,
+        hi: u16,
+    },
     /// TLS server name (from a ClientHello); `*.example.com` matches its subdomains.
     Sni(String),
     /// HTTP/1 `Host` header, matched the same way.
@@ -63,7 +67,11 @@ impl Rule {
         let (k, v) = text
             .split_once('=')
             .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
-        let num = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a number"));
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{s}` is not a number"))
+        };
         match k.trim() {
             "dscp" => {
                 let d = num(v)?;
@@ -108,9 +116,7 @@ impl Rule {
             Rule::Any => true,
             Rule::Dscp(d) => p.dscp == *d,
             Rule::Proto(x) => p.proto == *x,
-            Rule::Port { proto, lo, hi } => {
-                p.proto == *proto && (*lo..=*hi).contains(&p.dport)
-            }
+            Rule::Port { proto, lo, hi } => p.proto == *proto && (*lo..=*hi).contains(&p.dport),
             Rule::Sni(pattern) => p.sni.as_deref().is_some_and(|n| name_matches(pattern, n)),
             Rule::Host(pattern) => p.host.as_deref().is_some_and(|n| name_matches(pattern, n)),
         }
@@ -325,7 +331,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|s| usize::from(s[0]))
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+        self.take(2)
+            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
     }
 }
 
@@ -382,7 +389,15 @@ fn tls_sni(payload: &[u8]) -> Option<String> {
 
 /// The `Host` of an HTTP/1 request at the start of `payload` (port and case dropped).
 fn http_host(payload: &[u8]) -> Option<String> {
-    const METHODS: [&[u8]; 7] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH "];
+    const METHODS: [&[u8]; 7] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+    ];
     if !METHODS.iter().any(|m| payload.starts_with(m)) {
         return None;
     }
@@ -439,7 +454,9 @@ fn clamp_mss(p: &mut [u8], max: u16) -> bool {
             0 => return false,
             1 => at += 1,
             kind => {
-                let Some(&len) = p.get(at + 1) else { return false };
+                let Some(&len) = p.get(at + 1) else {
+                    return false;
+                };
                 let len = usize::from(len);
                 if len < 2 || at + len > end {
                     return false;
@@ -520,7 +537,11 @@ fn choose(
         && good(p)
     {
         // Stay, unless a more preferred link has been good for the hold-down.
-        let rank = class.links.iter().position(|l| *l == p).unwrap_or(usize::MAX);
+        let rank = class
+            .links
+            .iter()
+            .position(|l| *l == p)
+            .unwrap_or(usize::MAX);
         return Some(
             class.links[..rank.min(class.links.len())]
                 .iter()
@@ -557,7 +578,9 @@ impl Instance {
     fn new() -> Self {
         let config = parse_config(&nf_io::ports());
         if let Err(e) = &config {
-            log::error(&format!("sdwan: configuration refused, every packet is dropped: {e}"));
+            log::error(&format!(
+                "sdwan: configuration refused, every packet is dropped: {e}"
+            ));
         }
         Instance {
             config,
@@ -647,7 +670,11 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
     };
 
     // One crossing each for the links and the batch's pins.
-    let uplink_keys: Vec<Vec<u8>> = cfg.uplinks.values().map(|u| u.as_bytes().to_vec()).collect();
+    let uplink_keys: Vec<Vec<u8>> = cfg
+        .uplinks
+        .values()
+        .map(|u| u.as_bytes().to_vec())
+        .collect();
     let found = links_t.get_many(&uplink_keys);
     let mut links = BTreeMap::new();
     let mut off = 0usize;
@@ -660,11 +687,7 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
             off = end;
         }
     }
-    let flow_keys: Vec<Vec<u8>> = parsed
-        .iter()
-        .flatten()
-        .map(|p| p.key.to_vec())
-        .collect();
+    let flow_keys: Vec<Vec<u8>> = parsed.iter().flatten().map(|p| p.key.to_vec()).collect();
     let pins = flows_t.get_many(&flow_keys);
     let mut pin_values = Vec::with_capacity(flow_keys.len());
     let mut off = 0usize;
@@ -709,7 +732,10 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
                 .iter()
                 .position(|c| c.rules.iter().any(|r| r.by_name() && r.matches(p)));
             let class_idx = by_name
-                .or_else(|| pin.map(|(_, c)| usize::from(c)).filter(|c| *c < cfg.classes.len()))
+                .or_else(|| {
+                    pin.map(|(_, c)| usize::from(c))
+                        .filter(|c| *c < cfg.classes.len())
+                })
                 .or_else(|| {
                     cfg.classes
                         .iter()
@@ -747,8 +773,13 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
                 }
                 None => Verdict::Drop,
             }
+        } else if packet.first().is_some_and(|b| b >> 4 == 6) {
+            // IPv6: not classified or pinned yet; the default class's best link carries it.
+            let class = &cfg.classes[cfg.classes.len() - 1];
+            choose(class, &links, None, now, cfg.hold_down_ms)
+                .map_or(Verdict::Drop, Verdict::Forward)
         } else {
-            // Not IPv4 (or malformed): nothing to classify it by.
+            // Neither IPv4 nor IPv6 (or a malformed header): nothing to route it by.
             Verdict::Drop
         };
         match verdict {
@@ -788,7 +819,10 @@ fn process(i: &mut Instance, ingress: &[u16], lengths: &[u32], data: &[u8]) -> B
         let _ = stats_t.count_many(&entries);
     }
     for (class, link) in choices {
-        let _ = choices_t.put(class.as_bytes(), cfg.port_names[usize::from(link)].as_bytes());
+        let _ = choices_t.put(
+            class.as_bytes(),
+            cfg.port_names[usize::from(link)].as_bytes(),
+        );
     }
     out
 }
@@ -817,7 +851,9 @@ fn find_duplicates(cfg: &Config, table: &Table, packets: &[&[u8]], ingress: &[u1
         if *port == cfg.lan || !cfg.uplinks.contains_key(port) {
             continue;
         }
-        let Some(parsed) = parse_ipv4(p) else { continue };
+        let Some(parsed) = parse_ipv4(p) else {
+            continue;
+        };
         let duplicated = cfg
             .classes
             .iter()
