@@ -153,20 +153,20 @@ pub fn key_file(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
 #[allow(clippy::too_many_arguments)]
 pub fn site_manifest(
     name: &str,
-    reflector: Option<u16>,
-    uplinks: &[(&str, SocketAddr)],
+    reflector: Option<SocketAddr>,
+    uplinks: &[(&str, SocketAddr, SocketAddr)],
     key: &Path,
     peer_key: &str,
-    overlays: &[(&str, u16, SocketAddr, &str)],
+    overlays: &[(&str, SocketAddr, SocketAddr, &str)],
 ) -> String {
     let mut m = format!(
         "[host]\nname = \"{name}\"\n[sdwan]\nprobe_interval_ms = 100\nlinks_table = \"sdwan-links\"\nchoices_table = \"sdwan-choices\"\n"
     );
-    if let Some(port) = reflector {
-        m += &format!("reflector = \"127.0.0.1:{port}\"\n");
+    if let Some(addr) = reflector {
+        m += &format!("reflector = \"{addr}\"\n");
     }
-    for (u, remote) in uplinks {
-        m += &format!("[sdwan.uplinks.{u}]\nlocal = \"127.0.0.1:0\"\nremote = \"{remote}\"\n");
+    for (u, local, remote) in uplinks {
+        m += &format!("[sdwan.uplinks.{u}]\nlocal = \"{local}\"\nremote = \"{remote}\"\n");
     }
     m += r#"
 [tables.sdwan-links]
@@ -190,7 +190,7 @@ capacity = 8192
 "#;
     for (port, local, peer, uplink) in overlays {
         m += &format!(
-            "[ports.{port}]\nkind = \"overlay\"\nlocal = \"127.0.0.1:{local}\"\npeer = \"{peer}\"\npeer_public_key = \"{peer_key}\"\nprivate_key_file = \"{}\"\n",
+            "[ports.{port}]\nkind = \"overlay\"\nlocal = \"{local}\"\npeer = \"{peer}\"\npeer_public_key = \"{peer_key}\"\nprivate_key_file = \"{}\"\n",
             key.display()
         );
         if !uplink.is_empty() {
@@ -305,13 +305,13 @@ pub async fn two_sites(relays: bool) -> TwoSites {
         &dir.path().join("b"),
         &site_manifest(
             "site-b",
-            Some(b_reflector),
+            Some(reflector),
             &[],
             &b_key,
             &a_pub,
             &[
-                ("wan-fiber", b_fiber, b_peers.0, ""),
-                ("wan-lte", b_lte, b_peers.1, ""),
+                ("wan-fiber", local(b_fiber), b_peers.0, ""),
+                ("wan-lte", local(b_lte), b_peers.1, ""),
             ],
         ),
     )
@@ -321,12 +321,12 @@ pub async fn two_sites(relays: bool) -> TwoSites {
         &site_manifest(
             "site-a",
             None,
-            &[("fiber", probes.0), ("lte", probes.1)],
+            &[("fiber", local(0), probes.0), ("lte", local(0), probes.1)],
             &a_key,
             &b_pub,
             &[
-                ("wan-fiber", a_fiber, a_peers.0, "fiber"),
-                ("wan-lte", a_lte, a_peers.1, "lte"),
+                ("wan-fiber", local(a_fiber), a_peers.0, "fiber"),
+                ("wan-lte", local(a_lte), a_peers.1, "lte"),
             ],
         ),
     )
