@@ -630,8 +630,11 @@ impl Appliance {
         }
         let slot = deployment.slot()?.clone();
         let io = lock(&self.nf_io).get(&spec.name).cloned()?;
-        let key_dir = self.opts.data_dir.join("sdwan");
-        match NfRunner::start(slot, spec, &manifest.ports, io, &key_dir) {
+        let keys = crate::sdwan::OverlayKeys {
+            dir: self.opts.data_dir.join("sdwan"),
+            provider: self.keys.as_ref().map(|k| k.provider().clone()),
+        };
+        match NfRunner::start(slot, spec, &manifest.ports, io, &keys) {
             Ok(runner) => {
                 *lock(&deployment.nf) = Some(Arc::new(runner));
                 None

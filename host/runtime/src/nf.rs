@@ -793,7 +793,7 @@ impl NfRunner {
         spec: &PluginSpec,
         port_specs: &BTreeMap<String, PortSpec>,
         io: Arc<NfIo>,
-        key_dir: &std::path::Path,
+        keys: &crate::sdwan::OverlayKeys,
     ) -> Result<NfRunner, String> {
         let mut ports = Vec::new();
         let mut memory = BTreeMap::new();
@@ -805,7 +805,7 @@ impl NfRunner {
             let id = u16::try_from(i).map_err(|_| "too many ports".to_string())?;
             let (port, overlay): (Box<dyn Port>, _) = match &ps.overlay {
                 Some(spec) => {
-                    let (port, handle) = crate::sdwan::open_overlay_port(id, name, spec, key_dir)?;
+                    let (port, handle) = crate::sdwan::open_overlay_port(id, name, spec, keys)?;
                     (Box::new(port), Some(handle))
                 }
                 None => (

@@ -359,14 +359,74 @@ impl OverlayHandle {
     }
 }
 
+/// Where overlay ports keep the private keys the host generates, and the host's key service
+/// that seals them when encryption at rest is on.
+#[derive(Clone)]
+pub struct OverlayKeys {
+    /// `<data>/sdwan`.
+    pub dir: std::path::PathBuf,
+    /// The KEK provider, when encryption at rest is on.
+    pub provider: Option<outpost_services::SharedProvider>,
+}
+
+impl std::fmt::Debug for OverlayKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayKeys")
+            .field("dir", &self.dir)
+            .field("sealed", &self.provider.is_some())
+            .finish()
+    }
+}
+
+/// A generated key sealed by the key service: `<dir>/<port>.key.sealed` (envelope-encrypted
+/// under the host's KEK, like every other secret at rest); created the first time.
+fn sealed_secret(
+    port: &str,
+    keys: &OverlayKeys,
+    provider: &outpost_services::SharedProvider,
+) -> Result<outpost_sdwan::overlay::StaticSecret, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = keys.dir.join(format!("{port}.key.sealed"));
+    let err = |e: &dyn std::fmt::Display| format!("ports.{port}: {}: {e}", path.display());
+    if !path.exists() {
+        std::fs::create_dir_all(&keys.dir).map_err(|e| err(&e))?;
+        let secret = outpost_sdwan::overlay::generate_secret();
+        let sealed =
+            outpost_keys::seal(provider.as_ref(), &secret.to_bytes()).map_err(|e| err(&e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| err(&e))?;
+        std::io::Write::write_all(&mut f, &sealed)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| err(&e))?;
+        tracing::info!(port, path = %path.display(), "generated the overlay port's private key, sealed by the key service");
+    }
+    let sealed = std::fs::read(&path).map_err(|e| err(&e))?;
+    let bytes = outpost_keys::open(provider.as_ref(), &sealed).map_err(|e| err(&e))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| err(&"does not hold a 32-byte key"))?;
+    Ok(outpost_sdwan::overlay::StaticSecret::from(bytes))
+}
+
 /// Reads this site's private key for overlay port `port`: from the manifest's
-/// `private_key_file` (which must be owner-only), or from `<key_dir>/<port>.key`, generated
-/// (owner-only) the first time.
+/// `private_key_file` (which must be owner-only); else, with encryption at rest on, from
+/// `<dir>/<port>.key.sealed` (sealed by the key service); else from `<dir>/<port>.key`
+/// (owner-only). The last two are generated the first time.
 fn overlay_secret(
     port: &str,
     spec: &outpost_manifest::OverlaySpec,
-    key_dir: &std::path::Path,
+    keys: &OverlayKeys,
 ) -> Result<outpost_sdwan::overlay::StaticSecret, String> {
+    if spec.private_key_file.is_none()
+        && let Some(provider) = &keys.provider
+    {
+        return sealed_secret(port, keys, provider);
+    }
+    let key_dir = keys.dir.as_path();
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = match &spec.private_key_file {
         Some(p) => p.clone(),
@@ -417,10 +477,10 @@ pub fn open_overlay_port(
     id: u16,
     port: &str,
     spec: &outpost_manifest::OverlaySpec,
-    key_dir: &std::path::Path,
+    keys: &OverlayKeys,
 ) -> Result<(outpost_sdwan::overlay::port::OverlayPort, OverlayHandle), String> {
     use outpost_sdwan::overlay;
-    let secret = overlay_secret(port, spec, key_dir)?;
+    let secret = overlay_secret(port, spec, keys)?;
     let public_key = overlay::encode_key(overlay::public_key(&secret).as_bytes());
     let peer_public = overlay::decode_public(&spec.peer_public_key).map_err(|_| {
         format!("ports.{port}.peer_public_key: not a WireGuard public key (base64 of 32 bytes)")

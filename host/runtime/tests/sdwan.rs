@@ -571,3 +571,71 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     site_a.shutdown().await;
     site_b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_overlay_key_is_sealed_by_the_key_service_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, peer_pub) = key_file(dir.path(), "peer.key");
+    let text = format!(
+        r#"
+[tables.sdwan-links]
+kind = "exact"
+[tables.sdwan-flows]
+kind = "exact"
+[tables.sdwan-stats]
+kind = "counters"
+max_entries = 512
+[tables.sdwan-choices]
+kind = "exact"
+[ports.lan]
+kind = "memory"
+[ports.wan]
+kind = "overlay"
+local = "127.0.0.1:0"
+peer = "127.0.0.1:9"
+peer_public_key = "{peer_pub}"
+[plugins.sdwan]
+kind = "network-function"
+component = "sdwan.wasm"
+grants.ports = ["lan", "wan"]
+grants.tables = ["sdwan-links", "sdwan-flows", "sdwan-stats", "sdwan-choices"]
+config = {{ links = "wan=fiber" }}
+"#
+    );
+    let path = dir.path().join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let start = || async {
+        let mut opts = ApplianceOptions::new(dir.path().join("data"));
+        opts.plugin_dirs.push(
+            Path::new(outpost_artifacts::SDWAN)
+                .parent()
+                .unwrap()
+                .to_path_buf(),
+        );
+        opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        Appliance::start(Manifest::load(&path).unwrap(), opts)
+            .await
+            .unwrap()
+    };
+    let public_key = |app: &Appliance| port_stats(app, "wan").overlay.unwrap().public_key;
+
+    let app = start().await;
+    assert!(
+        app.key_status().is_some_and(|k| k.available),
+        "encryption at rest is on"
+    );
+    let first = public_key(&app);
+    let keys = dir.path().join("data/sdwan");
+    let sealed = std::fs::read(keys.join("wan.key.sealed")).expect("the sealed key file");
+    assert!(!keys.join("wan.key").exists(), "no plaintext key file");
+    // The file is an envelope, not the key: 32 bytes of key would be far shorter, and the
+    // public key's base64 never appears.
+    assert!(sealed.len() > 64, "{} bytes", sealed.len());
+    assert!(!sealed.windows(first.len()).any(|w| w == first.as_bytes()));
+    app.shutdown().await;
+    drop(app);
+
+    let again = start().await;
+    assert_eq!(public_key(&again), first, "the same key after a restart");
+    again.shutdown().await;
+}
