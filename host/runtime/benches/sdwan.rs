@@ -15,8 +15,7 @@
 #[path = "../tests/support/sdwan_sites.rs"]
 mod sites;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use outpost_dataplane::{Batch, Port};
@@ -50,18 +49,7 @@ async fn failover(trials: usize) -> Vec<f64> {
     let fiber = s.fiber.as_ref().unwrap();
     let a_lan = s.a.memory_port("sdwan", "lan").unwrap();
     let b_lan = s.b.memory_port("sdwan", "lan").unwrap();
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (a_lan, sending) = (a_lan.clone(), sending.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u32;
-            while sending.load(Ordering::SeqCst) {
-                a_lan.inject(&packet(5004, seq));
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
+    let (sending, sender) = spawn_sender(a_lan.clone(), &[5004], Duration::from_millis(2));
     let mut times = Vec::new();
     for trial in 0..trials {
         // Steady on fiber first.

@@ -230,8 +230,7 @@ fn tcp(sport: u16, dport: u16, flags: u8, options: &[u8], payload: &[u8]) -> Vec
     p[9] = 6;
     p[12..16].copy_from_slice(&[10, 1, 0, 5]);
     p[16..20].copy_from_slice(&[10, 2, 0, 9]);
-    let c = checksum(&p[..20], 0);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    set_ipv4_checksum(&mut p);
     p[20..22].copy_from_slice(&sport.to_be_bytes());
     p[22..24].copy_from_slice(&dport.to_be_bytes());
     p[32] = (((20 + options.len()) / 4) as u8) << 4;
@@ -284,22 +283,9 @@ async fn the_sdwan_plugin_steers_classes_fails_over_on_a_cut_and_returns_after_t
     let a_lan = site_a.memory_port("sdwan", "lan").unwrap();
     let b_lan = site_b.memory_port("sdwan", "lan").unwrap();
 
-    // A steady sender: a realtime packet (UDP 5004) and a bulk packet (UDP 9000) every 5 ms.
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (a_lan, sending) = (a_lan.clone(), sending.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u32;
-            while sending.load(Ordering::SeqCst) {
-                a_lan.inject(&packet(5004, seq));
-                a_lan.inject(&packet(9000, seq));
-                a_lan.inject(&packet(5006, seq));
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            seq
-        })
-    };
+    // A steady sender: realtime (UDP 5004), bulk (9000) and voice (5006) packets every 5 ms.
+    let (sending, sender) =
+        spawn_sender(a_lan.clone(), &[5004, 9000, 5006], Duration::from_millis(5));
     // Each class on its link.
     let mut received: Vec<(Instant, u16, u32)> = Vec::new();
     let drain = |received: &mut Vec<(Instant, u16, u32)>| {
@@ -605,15 +591,7 @@ config = {{ links = "wan=fiber" }}
     let path = dir.path().join("outpost.toml");
     std::fs::write(&path, text).unwrap();
     let start = || async {
-        let mut opts = ApplianceOptions::new(dir.path().join("data"));
-        opts.plugin_dirs.push(
-            Path::new(outpost_artifacts::SDWAN)
-                .parent()
-                .unwrap()
-                .to_path_buf(),
-        );
-        opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        Appliance::start(Manifest::load(&path).unwrap(), opts)
+        Appliance::start(Manifest::load(&path).unwrap(), site_options(dir.path()))
             .await
             .unwrap()
     };

@@ -10,11 +10,11 @@ mod sites;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost_manifest::Manifest;
-use outpost_runtime::{Appliance, ApplianceOptions};
+use outpost_runtime::Appliance;
 use sites::*;
 
 fn ip(args: &[&str]) {
@@ -108,14 +108,7 @@ impl Site {
                     std::fs::create_dir_all(&dir).unwrap();
                     let path = dir.join("outpost.toml");
                     std::fs::write(&path, text).unwrap();
-                    let mut opts = ApplianceOptions::new(dir.join("data"));
-                    opts.plugin_dirs.push(
-                        std::path::Path::new(outpost_artifacts::SDWAN)
-                            .parent()
-                            .unwrap()
-                            .to_path_buf(),
-                    );
-                    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+                    let mut opts = site_options(&dir);
                     opts.ephemeral = true;
                     let app = Appliance::start(Manifest::load(&path).unwrap(), opts)
                         .await
@@ -243,21 +236,8 @@ async fn two_outposts_in_namespaces_fail_over_when_a_veth_link_is_cut_and_encryp
 
     let a_lan = a.memory_port("sdwan", "lan").unwrap();
     let b_lan = b.memory_port("sdwan", "lan").unwrap();
-    let sending = Arc::new(AtomicBool::new(true));
-    let sender = {
-        let (a_lan, sending) = (a_lan.clone(), sending.clone());
-        tokio::spawn(async move {
-            let mut seq = 0u32;
-            while sending.load(Ordering::SeqCst) {
-                a_lan.inject(&packet(5004, seq));
-                a_lan.inject(&packet(9000, seq));
-                a_lan.inject(&packet(5006, seq));
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            seq
-        })
-    };
+    let (sending, sender) =
+        spawn_sender(a_lan.clone(), &[5004, 9000, 5006], Duration::from_millis(5));
     let mut received: Vec<(Instant, u16, u32)> = Vec::new();
     let drain = |received: &mut Vec<(Instant, u16, u32)>| {
         let now = Instant::now();

@@ -228,14 +228,7 @@ pub async fn start_site(dir: &Path, text: &str) -> Arc<Appliance> {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("outpost.toml");
     std::fs::write(&path, text).unwrap();
-    let mut opts = ApplianceOptions::new(dir.join("data"));
-    opts.plugin_dirs.push(
-        Path::new(outpost_artifacts::SDWAN)
-            .parent()
-            .unwrap()
-            .to_path_buf(),
-    );
-    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut opts = site_options(dir);
     opts.ephemeral = true;
     let app = Appliance::start(Manifest::load(&path).unwrap(), opts)
         .await
@@ -356,4 +349,41 @@ pub async fn two_sites(relays: bool) -> TwoSites {
         b_fiber_port: b_fiber,
         _dir: dir,
     }
+}
+
+/// Options of a site whose data lives under `dir`: the built plugins, an API on a free port.
+pub fn site_options(dir: &Path) -> ApplianceOptions {
+    let mut opts = ApplianceOptions::new(dir.join("data"));
+    opts.plugin_dirs.push(
+        Path::new(outpost_artifacts::SDWAN)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    );
+    opts.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    opts
+}
+
+/// Injects a packet to each of `ports` (UDP destination ports) into `lan` every `every`, with
+/// a rising sequence number, until the flag is cleared; the task returns how many rounds it
+/// sent.
+pub fn spawn_sender(
+    lan: outpost_dataplane::MemoryPortHandle,
+    ports: &'static [u16],
+    every: std::time::Duration,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u32>) {
+    let sending = Arc::new(AtomicBool::new(true));
+    let flag = sending.clone();
+    let task = tokio::spawn(async move {
+        let mut seq = 0u32;
+        while flag.load(Ordering::SeqCst) {
+            for port in ports {
+                lan.inject(&packet(*port, seq));
+            }
+            seq += 1;
+            tokio::time::sleep(every).await;
+        }
+        seq
+    });
+    (sending, task)
 }
