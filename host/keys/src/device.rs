@@ -66,8 +66,8 @@ fn io_at(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> KeysError {
     move |e| KeysError::io(context, e)
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeysError> {
+/// Writes `bytes` to `path` atomically (a temp file renamed into place) with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeysError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()

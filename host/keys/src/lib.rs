@@ -43,7 +43,7 @@ pub mod pkcs11;
 mod provider;
 mod stream;
 
-pub use device::{DeviceKeyStore, WipeReport};
+pub use device::{DeviceKeyStore, WipeReport, write_private};
 pub use error::KeysError;
 pub use header::Header;
 pub use pkcs11::{Pkcs11Config, Pkcs11Provider};

@@ -226,7 +226,7 @@ pub struct Appliance {
     /// Shares (`[shares]`), opened when the host starts.
     shares: crate::shares::ShareRegistry,
     /// The SD-WAN uplinks and probes (`[sdwan]`), started with the host.
-    sdwan: Mutex<Option<Arc<crate::sdwan::SdwanService>>>,
+    sdwan: std::sync::OnceLock<crate::sdwan::SdwanService>,
     /// The TLS endpoints' certificates, once the management API has started with TLS.
     certs: Mutex<Option<outpost_security::CertificateManager>>,
     /// Built once at start; every load reuses it.
@@ -398,7 +398,7 @@ impl Appliance {
             updates,
             image_errors: Mutex::default(),
             shares: Default::default(),
-            sdwan: Mutex::new(None),
+            sdwan: std::sync::OnceLock::new(),
             certs: Mutex::new(None),
             linker,
             opts,
@@ -439,7 +439,7 @@ impl Appliance {
                 appliance.shutdown.subscribe(),
             )
             .await?;
-            *lock(&appliance.sdwan) = Some(Arc::new(service));
+            let _ = appliance.sdwan.set(service);
         }
         // Shares start after the first apply, so their policy plugins are running.
         for (name, settings) in &shares {
@@ -1356,7 +1356,7 @@ impl Appliance {
 
     /// The SD-WAN uplinks' quality and recent changes, when `[sdwan]` is configured.
     pub fn sdwan(&self) -> Option<crate::sdwan::SdwanStatus> {
-        lock(&self.sdwan).as_ref().map(|s| s.status())
+        self.sdwan.get().map(|s| s.status())
     }
 
     /// Every share's state.

@@ -803,15 +803,17 @@ impl NfRunner {
                 .get(name)
                 .ok_or_else(|| format!("port `{name}` is not declared"))?;
             let id = u16::try_from(i).map_err(|_| "too many ports".to_string())?;
-            let (port, overlay): (Box<dyn Port>, _) = match &ps.overlay {
-                Some(spec) => {
+            let (port, overlay): (Box<dyn Port>, _) = match (&ps.overlay, to_dataplane(ps)) {
+                (Some(spec), _) => {
                     let (port, handle) = crate::sdwan::open_overlay_port(id, name, spec, keys)?;
                     (Box::new(port), Some(handle))
                 }
-                None => (
-                    open_port(id, &to_dataplane(ps)).map_err(|e| e.to_string())?,
-                    None,
-                ),
+                (None, Some(backend)) => {
+                    (open_port(id, &backend).map_err(|e| e.to_string())?, None)
+                }
+                (None, None) => {
+                    return Err(format!("port `{name}`: an overlay port without its tunnel"));
+                }
             };
             if let Some(handle) = port.memory_handle() {
                 memory.insert(name.clone(), handle);
@@ -927,10 +929,11 @@ impl Drop for NfRunner {
     }
 }
 
-fn to_dataplane(spec: &PortSpec) -> outpost_dataplane::PortSpec {
+/// The dataplane backend of a port; `None` for an overlay port, which `crate::sdwan` opens.
+fn to_dataplane(spec: &PortSpec) -> Option<outpost_dataplane::PortSpec> {
     use outpost_dataplane::PortSpec as D;
     let name = spec.name.clone();
-    match spec.kind {
+    Some(match spec.kind {
         PortKind::Memory => D::Memory {
             name,
             capacity: spec.capacity,
@@ -950,18 +953,14 @@ fn to_dataplane(spec: &PortSpec) -> outpost_dataplane::PortSpec {
                 ..Default::default()
             },
         },
-        // Overlay ports are opened by `crate::sdwan`; a memory port stands in if one gets here.
-        PortKind::Overlay => D::Memory {
-            name,
-            capacity: spec.capacity,
-        },
+        PortKind::Overlay => return None,
         PortKind::Pcap => D::Pcap {
             name,
             path: spec.path.clone(),
             output: None,
             pacing: Default::default(),
         },
-    }
+    })
 }
 
 /// The data path: one thread, one reused instance per version.

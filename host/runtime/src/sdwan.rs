@@ -343,7 +343,7 @@ pub struct OverlayHandle {
     local: SocketAddr,
     peer: SocketAddr,
     uplink: Option<String>,
-    counters: Arc<outpost_sdwan::overlay::port::SharedOverlayCounters>,
+    counters: Arc<outpost_sdwan::overlay::SharedOverlayCounters>,
 }
 
 impl OverlayHandle {
@@ -378,6 +378,29 @@ impl std::fmt::Debug for OverlayKeys {
     }
 }
 
+/// Generates a key for `port` into `<dir>/<file>` (the directory owner-only, the file written
+/// atomically and owner-only), storing what `encode` makes of the 32 secret bytes.
+fn generate_key_file(
+    port: &str,
+    keys: &OverlayKeys,
+    file: &str,
+    encode: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, String>,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = keys.dir.join(file);
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&keys.dir)
+        .and_then(|()| std::fs::set_permissions(&keys.dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("ports.{port}: {}: {e}", keys.dir.display()))?;
+    let secret = outpost_sdwan::overlay::generate_secret();
+    let bytes = encode(&secret.to_bytes())?;
+    outpost_keys::write_private(&path, &bytes).map_err(|e| format!("ports.{port}: {e}"))?;
+    tracing::info!(port, path = %path.display(), "generated the overlay port's private key");
+    Ok(path)
+}
+
 /// A generated key sealed by the key service: `<dir>/<port>.key.sealed` (envelope-encrypted
 /// under the host's KEK, like every other secret at rest); created the first time.
 fn sealed_secret(
@@ -385,25 +408,10 @@ fn sealed_secret(
     keys: &OverlayKeys,
     provider: &outpost_services::SharedProvider,
 ) -> Result<outpost_sdwan::overlay::StaticSecret, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = keys.dir.join(format!("{port}.key.sealed"));
+    let path = generate_key_file(port, keys, &format!("{port}.key.sealed"), |secret| {
+        outpost_keys::seal(provider.as_ref(), secret).map_err(|e| format!("ports.{port}: {e}"))
+    })?;
     let err = |e: &dyn std::fmt::Display| format!("ports.{port}: {}: {e}", path.display());
-    if !path.exists() {
-        std::fs::create_dir_all(&keys.dir).map_err(|e| err(&e))?;
-        let secret = outpost_sdwan::overlay::generate_secret();
-        let sealed =
-            outpost_keys::seal(provider.as_ref(), &secret.to_bytes()).map_err(|e| err(&e))?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| err(&e))?;
-        std::io::Write::write_all(&mut f, &sealed)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| err(&e))?;
-        tracing::info!(port, path = %path.display(), "generated the overlay port's private key, sealed by the key service");
-    }
     let sealed = std::fs::read(&path).map_err(|e| err(&e))?;
     let bytes = outpost_keys::open(provider.as_ref(), &sealed).map_err(|e| err(&e))?;
     let bytes: [u8; 32] = bytes
@@ -421,38 +429,17 @@ fn overlay_secret(
     spec: &outpost_manifest::OverlaySpec,
     keys: &OverlayKeys,
 ) -> Result<outpost_sdwan::overlay::StaticSecret, String> {
+    use std::os::unix::fs::PermissionsExt;
     if spec.private_key_file.is_none()
         && let Some(provider) = &keys.provider
     {
         return sealed_secret(port, keys, provider);
     }
-    let key_dir = keys.dir.as_path();
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = match &spec.private_key_file {
         Some(p) => p.clone(),
-        None => {
-            let path = key_dir.join(format!("{port}.key"));
-            if !path.exists() {
-                std::fs::create_dir_all(key_dir)
-                    .and_then(|()| {
-                        std::fs::set_permissions(key_dir, std::fs::Permissions::from_mode(0o700))
-                    })
-                    .map_err(|e| format!("ports.{port}: {}: {e}", key_dir.display()))?;
-                let secret = outpost_sdwan::overlay::generate_secret();
-                let text = outpost_sdwan::overlay::encode_key(&secret.to_bytes());
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| format!("ports.{port}: {}: {e}", path.display()))?;
-                std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| format!("ports.{port}: {}: {e}", path.display()))?;
-                tracing::info!(port, path = %path.display(), "generated the overlay port's private key");
-            }
-            path
-        }
+        None => generate_key_file(port, keys, &format!("{port}.key"), |secret| {
+            Ok(format!("{}\n", outpost_sdwan::overlay::encode_key(secret)).into_bytes())
+        })?,
     };
     let meta =
         std::fs::metadata(&path).map_err(|e| format!("ports.{port}: {}: {e}", path.display()))?;

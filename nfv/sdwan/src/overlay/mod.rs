@@ -140,9 +140,10 @@ impl OverlayConfig {
     }
 }
 
-/// Live counters of a peer.
+/// Live counters of a tunnel ([`OverlayPeer`] or [`port::OverlayPort`]), shared with readers
+/// while the tunnel's task or the data path updates them.
 #[derive(Debug, Default)]
-struct Counters {
+pub struct SharedOverlayCounters {
     tx_packets: AtomicU64,
     tx_datagrams: AtomicU64,
     rx_ok: AtomicU64,
@@ -150,6 +151,21 @@ struct Counters {
     rx_dropped_invalid: AtomicU64,
     rx_dropped_replay: AtomicU64,
     rx_dropped_queue_full: AtomicU64,
+}
+
+impl SharedOverlayCounters {
+    /// A point-in-time copy.
+    pub fn snapshot(&self) -> OverlayCounters {
+        OverlayCounters {
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_datagrams: self.tx_datagrams.load(Ordering::Relaxed),
+            rx_ok: self.rx_ok.load(Ordering::Relaxed),
+            rx_control: self.rx_control.load(Ordering::Relaxed),
+            rx_dropped_invalid: self.rx_dropped_invalid.load(Ordering::Relaxed),
+            rx_dropped_replay: self.rx_dropped_replay.load(Ordering::Relaxed),
+            rx_dropped_queue_full: self.rx_dropped_queue_full.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A snapshot of a peer's counters.
@@ -175,7 +191,7 @@ struct Shared {
     tunn: Mutex<Tunn>,
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
-    counters: Counters,
+    counters: SharedOverlayCounters,
 }
 
 /// One WireGuard tunnel over one uplink; see the module documentation.
@@ -200,7 +216,7 @@ impl OverlayPeer {
             tunn: Mutex::new(tunn),
             socket,
             remote,
-            counters: Counters::default(),
+            counters: SharedOverlayCounters::default(),
         });
         let (tx, rx) = mpsc::channel(config.rx_queue.max(1));
         let task = tokio::spawn(run_peer(
@@ -260,16 +276,7 @@ impl OverlayPeer {
 
     /// Counters so far.
     pub fn counters(&self) -> OverlayCounters {
-        let c = &self.shared.counters;
-        OverlayCounters {
-            tx_packets: c.tx_packets.load(Ordering::Relaxed),
-            tx_datagrams: c.tx_datagrams.load(Ordering::Relaxed),
-            rx_ok: c.rx_ok.load(Ordering::Relaxed),
-            rx_control: c.rx_control.load(Ordering::Relaxed),
-            rx_dropped_invalid: c.rx_dropped_invalid.load(Ordering::Relaxed),
-            rx_dropped_replay: c.rx_dropped_replay.load(Ordering::Relaxed),
-            rx_dropped_queue_full: c.rx_dropped_queue_full.load(Ordering::Relaxed),
-        }
+        self.shared.counters.snapshot()
     }
 
     /// The remote endpoint datagrams are sent to.

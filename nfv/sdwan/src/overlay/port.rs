@@ -27,39 +27,13 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use outpost_dataplane::{Batch, Port, PortCounters, PortId};
 
-use super::{OverlayConfig, OverlayCounters, OverlayError};
+use super::{OverlayConfig, OverlayError, SharedOverlayCounters};
 use crate::qos::{QosClass, QosConfig, RateCap, Scheduler};
 
 /// Largest datagram handled (an inner packet of up to 64 KiB plus WireGuard's overhead).
 const MAX_DATAGRAM: usize = 65_536 + 64;
 /// How often WireGuard's timers run at most.
 const TIMER_EVERY: Duration = Duration::from_millis(50);
-
-/// Counters shared with readers while the data path owns the port.
-#[derive(Debug, Default)]
-pub struct SharedOverlayCounters {
-    tx_packets: AtomicU64,
-    tx_datagrams: AtomicU64,
-    rx_ok: AtomicU64,
-    rx_control: AtomicU64,
-    rx_dropped_invalid: AtomicU64,
-    rx_dropped_replay: AtomicU64,
-}
-
-impl SharedOverlayCounters {
-    /// A point-in-time copy.
-    pub fn snapshot(&self) -> OverlayCounters {
-        OverlayCounters {
-            tx_packets: self.tx_packets.load(Ordering::Relaxed),
-            tx_datagrams: self.tx_datagrams.load(Ordering::Relaxed),
-            rx_ok: self.rx_ok.load(Ordering::Relaxed),
-            rx_control: self.rx_control.load(Ordering::Relaxed),
-            rx_dropped_invalid: self.rx_dropped_invalid.load(Ordering::Relaxed),
-            rx_dropped_replay: self.rx_dropped_replay.load(Ordering::Relaxed),
-            rx_dropped_queue_full: 0,
-        }
-    }
-}
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
