@@ -2,8 +2,13 @@
 //! host. The payload is the attack's argument (a path, an address, a size). Errors from the host
 //! come back as `Err("<ErrorKind>: <message>")` so tests can assert the exact kind; attacks the
 //! host must stop by trapping never return.
+//!
+//! A topic `gated:<attack>` first connects to the address in the `GATE` environment variable,
+//! waits there for one byte, answers `!` and only then attacks: the test holds the call in flight
+//! at the gate for as long as it likes and learns the moment the attack itself begins.
 
 use std::hint::black_box;
+use std::io::{Read, Write};
 
 use outpost_sdk::pipeline::{Guest, Message};
 use outpost_sdk::{bus, kv};
@@ -41,8 +46,22 @@ fn recurse(depth: u64, pad: [u8; 64]) -> u64 {
     recurse(depth + 1, pad) + pad[1] as u64
 }
 
+/// Waits at the test's gate; the returned connection stays open for the rest of the call.
+fn pass_gate() -> Result<std::net::TcpStream, String> {
+    let addr = std::env::var("GATE").map_err(|e| format!("NotFound: GATE: {e}"))?;
+    let mut gate = std::net::TcpStream::connect(addr).map_err(io_err)?;
+    let mut go = [0u8; 1];
+    gate.read_exact(&mut go).map_err(io_err)?;
+    gate.write_all(b"!").map_err(io_err)?;
+    Ok(gate)
+}
+
 impl Guest for Hostile {
     fn handle(topic: String, payload: Vec<u8>) -> Result<Vec<Message>, String> {
+        if let Some(attack) = topic.strip_prefix("gated:") {
+            let _gate = pass_gate()?;
+            return Self::handle(attack.to_string(), payload);
+        }
         match topic.as_str() {
             "ok" => reply("ok", payload),
             "read" => std::fs::read(arg(&payload))
