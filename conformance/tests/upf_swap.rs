@@ -1,6 +1,11 @@
 //! Hot swap of the UPF plugin under traffic: ten new versions while uplink and downlink flow
 //! through 100 sessions; no session is lost and no packet that the old version would have
 //! forwarded is dropped.
+//!
+//! The versions alternate between two builds of the plugin: the plain one (`upf.wasm`) and one
+//! compiled with a build tag (`upf_tagged.wasm`, see `host/artifacts/build.rs`), which writes
+//! its tag into the IPv4 Identification of the GTP-U packets it sends. Every swap changes the
+//! code, and each downlink packet tells which build encapsulated it.
 
 #[path = "support/models.rs"]
 mod models;
@@ -13,15 +18,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost_pfcp::Cause;
-use upf::{Smf, downlink, manifest, tag_of, uplink};
+use smoltcp::wire::Ipv4Packet;
+use upf::{Smf, downlink, manifest_of, tag_of, uplink};
 
 const SESSIONS: u32 = 100;
 const LEN: usize = 100;
 
+/// The build that version `v` runs, and the IPv4 Identification its GTP-U packets carry: odd
+/// versions the plain build (ID 0, as `outpost_upf` writes it), even ones the tagged build.
+fn build_of(version: u32) -> (&'static str, u16) {
+    if version % 2 == 1 {
+        ("upf.wasm", 0)
+    } else {
+        ("upf_tagged.wasm", 2)
+    }
+}
+
+fn manifest(version: u32) -> String {
+    manifest_of(build_of(version).0, version, 64, u64::from(SESSIONS))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packet() {
     let dir = tempfile::tempdir().unwrap();
-    let app = models::start(dir.path(), &manifest(1, 64, u64::from(SESSIONS))).await;
+    let app = models::start(dir.path(), &manifest(1)).await;
     assert_eq!(app.plugin_status("upf").unwrap().state, "running");
     let sessions: Vec<(u64, u32)> = tokio::task::spawn_blocking({
         let app = app.clone();
@@ -82,7 +102,7 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
     for version in 2..=11 {
         tokio::time::sleep(Duration::from_millis(60)).await;
         let path = dir.path().join("outpost.toml");
-        std::fs::write(&path, manifest(version, 64, u64::from(SESSIONS))).unwrap();
+        std::fs::write(&path, manifest(version)).unwrap();
         let report = app
             .apply(
                 outpost_manifest::Manifest::load(&path).unwrap(),
@@ -109,6 +129,22 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
     let tags: HashSet<u64> = up.iter().chain(&down).map(|p| tag_of(p, LEN)).collect();
     assert_eq!(tags.len(), sent as usize, "each exactly once");
     assert_eq!(nf.stats.rejected_batches, 0, "{nf:?}");
+
+    // Each of the eleven versions encapsulated downlink packets, in order: collapsing runs of
+    // equal IDs (N3's queue keeps the order they were sent in) gives one run per version.
+    let mut runs: Vec<(u16, usize)> = Vec::new();
+    for p in &down {
+        let ip = Ipv4Packet::new_checked(&p[..]).expect("an IPv4 packet on N3");
+        assert!(ip.verify_checksum(), "a valid IPv4 header checksum");
+        match runs.last_mut() {
+            Some((id, n)) if *id == ip.ident() => *n += 1,
+            _ => runs.push((ip.ident(), 1)),
+        }
+    }
+    let ids: Vec<u16> = runs.iter().map(|r| r.0).collect();
+    let expected: Vec<u16> = (1..=11).map(|v| build_of(v).1).collect();
+    assert_eq!(ids, expected, "one run of packets per version: {runs:?}");
+    assert!(!up.is_empty(), "uplink flowed too");
     assert_eq!(nf.stats.dropped, 0, "{nf:?}");
     let status = app.plugin_status("upf").unwrap();
     assert_eq!(status.actual.version.as_deref(), Some("11"));

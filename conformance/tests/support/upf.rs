@@ -15,6 +15,11 @@ pub mod common;
 
 /// The UPF on memory ports `n3` and `n6` (IP packets, no Ethernet), with its six tables.
 pub fn manifest(version: u32, batch: u32, sessions: u64) -> String {
+    manifest_of("upf.wasm", version, batch, sessions)
+}
+
+/// [`manifest`] with another build of the UPF (a file name in the artifacts directory).
+pub fn manifest_of(component: &str, version: u32, batch: u32, sessions: u64) -> String {
     format!(
         r#"
 [ports.n3]
@@ -26,7 +31,7 @@ capacity = 65536
 {tables}
 [plugins.upf]
 kind = "network-function"
-component = "upf.wasm"
+component = "{component}"
 version = "{version}"
 config = {{ n3-address = "{n3}", node-id = "{node}", heartbeat-interval-ms = "0" }}
 grants.ports = ["n3", "n6"]

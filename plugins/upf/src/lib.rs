@@ -5,6 +5,9 @@
 //! The instance keeps only what can be rebuilt: the parsed configuration and the opened table
 //! handles. Sessions and every other piece of state are in the host tables, so any call may
 //! land on a fresh instance or on a newer version of this plugin.
+//!
+//! `OUTPOST_UPF_BUILD_TAG` (a number, read when the plugin is compiled) marks a build: see
+//! [`BUILD_TAG`]. Release builds leave it unset.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +15,60 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use outpost_sdk::network_function::outpost::plugin::packet_types::{BatchResult, Verdict};
 use outpost_sdk::network_function::{Guest, Table, nf_io, open_table};
 use outpost_sdk::{config, log};
-use outpost_upf::{BatchOut, Io, Level, TableError, TableId, Tables, Upf};
+use outpost_upf::{BatchOut, GTPU_PORT, Io, Level, N3, TableError, TableId, Tables, Upf};
+
+/// This build's tag, from `OUTPOST_UPF_BUILD_TAG` at compile time (0 when unset). A build with a
+/// tag writes it into the IPv4 Identification of the GTP-U packets it sends on N3, so a test
+/// that swaps between builds sees which one forwarded each packet. The UPF sends atomic
+/// datagrams (DF set, never fragmented), whose ID may be any value (RFC 6864, 4.1); with tag 0
+/// the packets stay exactly as `outpost_upf` makes them.
+pub const BUILD_TAG: u16 = match option_env!("OUTPOST_UPF_BUILD_TAG") {
+    Some(tag) => parse_tag(tag),
+    None => 0,
+};
+
+const fn parse_tag(text: &str) -> u16 {
+    let digits = text.as_bytes();
+    assert!(!digits.is_empty(), "OUTPOST_UPF_BUILD_TAG is empty");
+    let mut value: u32 = 0;
+    let mut i = 0;
+    while i < digits.len() {
+        assert!(
+            digits[i].is_ascii_digit(),
+            "OUTPOST_UPF_BUILD_TAG is not a number"
+        );
+        value = value * 10 + (digits[i] - b'0') as u32;
+        assert!(
+            value <= u16::MAX as u32,
+            "OUTPOST_UPF_BUILD_TAG is over 65535"
+        );
+        i += 1;
+    }
+    value as u16
+}
+
+/// Writes [`BUILD_TAG`] into a GTP-U packet the UPF made (IPv4 without options, ID 0, UDP from
+/// port 2152) and refreshes its header checksum; any other packet is left alone.
+fn stamp_build_tag(packet: &mut [u8]) {
+    let ours = BUILD_TAG != 0
+        && packet.len() >= 28
+        && packet[0] == 0x45
+        && packet[4..6] == [0, 0]
+        && packet[9] == 17
+        && packet[20..22] == GTPU_PORT.to_be_bytes();
+    if !ours {
+        return;
+    }
+    packet[4..6].copy_from_slice(&BUILD_TAG.to_be_bytes());
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let sum: u32 = packet[..20]
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let folded = (folded & 0xffff) + (folded >> 16);
+    packet[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+}
 
 /// Table handles, opened on first use (a table that is not granted fails only when used).
 struct GuestTables {
@@ -174,6 +230,16 @@ impl Guest for UpfPlugin {
         with_instance(|i| {
             let Instance { upf, tables, out } = i;
             upf.process(tables, &mut GuestIo, &ingress, &lengths, &data, out);
+            if BUILD_TAG != 0 {
+                let mut at = 0usize;
+                for (verdict, len) in out.verdicts.iter().zip(&out.lengths) {
+                    let end = at + *len as usize;
+                    if *verdict == outpost_upf::Verdict::Forward(N3) {
+                        stamp_build_tag(&mut out.data[at..end]);
+                    }
+                    at = end;
+                }
+            }
             BatchResult {
                 verdicts: out
                     .verdicts
