@@ -200,6 +200,45 @@ class Smf:
                 return msg
         raise RuntimeError(f"no answer to {body.name} (seq {seq})")
 
+    def probe(self, raw: bytes, timeout: float = 5.0) -> dict:
+        """Sends `raw`, then a Heartbeat Request, and reads answers up to the heartbeat's;
+        returns the first of them (unsolicited reports aside): its message type, sequence
+        number, Cause and Offending IE."""
+        hb_seq = self.seq
+        self.seq += 1
+        heartbeat = P.PFCP(version=1, S=0, seq=hb_seq) / P.PFCPHeartbeatRequest(
+            IE_list=[P.IE_RecoveryTimeStamp(timestamp=3900000000)]
+        )
+        self.sock.sendto(raw, self.upf)
+        self.sock.sendto(bytes(heartbeat), self.upf)
+        first = None
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.time()))
+            try:
+                data, frm = self.sock.recvfrom(65535)
+            except socket.timeout:
+                break
+            msg = P.PFCP(data)
+            if msg.message_type == 56:
+                self.on_report(msg, frm)
+                continue
+            if first is None:
+                offending = None
+                for ie in msg.payload.IE_list:
+                    if isinstance(ie, P.IE_OffendingIE):
+                        offending = ie.type
+                first = {
+                    "type": msg.message_type,
+                    "seq": msg.seq,
+                    "cause": cause_of(msg),
+                    "offending_ie": offending,
+                    "heartbeat_seq": hb_seq,
+                }
+            if msg.message_type == 2 and msg.seq == hb_seq:
+                return first
+        raise RuntimeError(f"no answer to the heartbeat after the probe (seq {hb_seq})")
+
     def on_report(self, msg, frm) -> None:
         req = msg.payload
         entry = {"seid": msg.seid, "usage": []}
@@ -450,16 +489,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         deletions.append(d)
     report["deletions"] = deletions
     report["session_reports"] = smf.reports
-    # A message the UPF cannot parse: a truncated session establishment.
-    raw = bytes(P.PFCP(version=1, S=1, seid=0, seq=999) / establishment(0, 1))[:40]
-    smf.sock.sendto(raw, smf.upf)
-    smf.sock.settimeout(3)
-    try:
-        data, _ = smf.sock.recvfrom(65535)
-        m = P.PFCP(data)
-        report["truncated_answer"] = {"type": m.message_type, "cause": cause_of(m)}
-    except socket.timeout:
-        report["truncated_answer"] = None
+    # Malformed messages (TS 29.244 clause 7.6), each followed by a Heartbeat Request: the UPF
+    # answers datagrams in order, so the first answer after the probe tells whether the probe
+    # was answered or silently discarded, without waiting for a silence to time out.
+    full = bytes(P.PFCP(version=1, S=1, seid=0, seq=999) / establishment(0, 1))
+    # Header intact, body cut short, length field unchanged (larger than the datagram): a
+    # Response with Cause "Invalid Length" (clause 7.6.3).
+    report["truncated_answer"] = smf.probe(full[:40])
+    # Cut at an IE boundary with a consistent length: only the Node ID is left, so the mandatory
+    # CP F-SEID, Create PDR and Create FAR are missing: "Mandatory IE missing" with the Offending
+    # IE (clause 7.6.4.1).
+    node_only = P.PFCPSessionEstablishmentRequest(IE_list=[P.IE_NodeId(id_type=0, ipv4=SMF_NODE)])
+    report["missing_ie_answer"] = smf.probe(bytes(P.PFCP(version=1, S=1, seid=0, seq=998) / node_only))
+    # Too short to hold its own header (a session message's is 16 octets): silently discarded
+    # (clause 7.6.3).
+    report["runt_answer"] = smf.probe(full[:10])
     print(json.dumps(report))
     return 0
 

@@ -248,13 +248,32 @@ async fn a_scapy_smf_and_gnb_drive_the_upf_plugin_end_to_end_in_network_namespac
         );
     }
 
-    // Errors: unknown session, truncated message.
+    // Errors, as TS 29.244 clause 7.6 wants them. An unknown session: "Session context not
+    // found".
     assert_eq!(r["unknown_session_cause"], 65, "{context}");
+    // A request whose header is intact but whose body was cut short, the length field
+    // promising more than the datagram holds (7.6.3): answered, to its sequence number, by the
+    // response to that request with "Invalid Length".
     let truncated = &r["truncated_answer"];
+    assert_eq!(truncated["type"], 51, "establishment response: {context}");
+    assert_eq!(truncated["seq"], 999, "{context}");
+    assert_eq!(truncated["cause"], 68, "Invalid Length: {context}");
+    // Cut at an IE boundary, length consistent, so only mandatory IEs are missing (7.6.4.1):
+    // "Mandatory IE missing", naming one of them (CP F-SEID, Create PDR or Create FAR) in the
+    // Offending IE.
+    let missing = &r["missing_ie_answer"];
+    assert_eq!(missing["type"], 51, "establishment response: {context}");
+    assert_eq!(missing["seq"], 998, "{context}");
+    assert_eq!(missing["cause"], 66, "Mandatory IE missing: {context}");
     assert!(
-        truncated.is_null() || truncated["cause"].as_u64().is_some_and(|c| c >= 64),
-        "{context}"
+        [57, 1, 3].contains(&missing["offending_ie"].as_u64().unwrap_or(0)),
+        "the Offending IE names a missing mandatory IE: {context}"
     );
+    // Too short to hold a PFCP header (7.6.3): silently discarded. The UPF answers datagrams
+    // in order, so the first answer after it is the one to the heartbeat sent next.
+    let runt = &r["runt_answer"];
+    assert_eq!(runt["type"], 2, "only the heartbeat is answered: {context}");
+    assert_eq!(runt["seq"], runt["heartbeat_seq"], "{context}");
 
     // Usage: the volume threshold of session 0 was reported; deletion reports what was counted.
     let reports = r["session_reports"].as_array().unwrap();

@@ -64,8 +64,21 @@ fn main() {
     let guest_manifest = root.join("plugins").join("Cargo.toml");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
-    for dir in ["plugins", "sdk", "wit", "conformance/plugins"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // The guest workspace, and the crates outside it that guests build from (the UPF's logic
+    // and its codecs): a change there must reach the components too.
+    for path in [
+        "plugins",
+        "sdk",
+        "wit",
+        "conformance/plugins",
+        "nfv/upf/src",
+        "nfv/upf/Cargo.toml",
+        "nfv/pfcp/src",
+        "nfv/pfcp/Cargo.toml",
+        "nfv/gtpu/src",
+        "nfv/gtpu/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=OUTPOST_GUEST_TARGET_DIR");
 
