@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (idempotently) the Python virtualenv used by the model fetcher's
-# `light` part and by the reference scripts in conformance/reference/.
+# `light` part and by the reference scripts in conformance/reference/
+# (silero-vad's own code included, for the VAD reference).
 #
 #   PY=$(scripts/pyenv.sh | tail -1)     # absolute path of the venv's python
 #
@@ -43,6 +44,37 @@ CONSTRAINTS=(
     PyYAML==6.0.3
     tqdm==4.70.1
 )
+# Installed with --no-deps, after the rest: silero-vad (the VAD reference is the package's own
+# get_speech_timestamps) and torch, which its code imports. PyPI's torch for Linux x86_64 is a
+# CUDA build; its full dependency set adds triton, cuSOLVER, CUDA Python bindings and more
+# (measured: 2.8 GB download, 5.3 GB installed, 92 s). Here it gets only the NVIDIA libraries
+# that torch/lib/*.so link against (readelf -d: NEEDED), without which `import torch` fails,
+# and its pure-Python requirements (measured: 2.3 GB download, 4.0 GB installed, 68 s). Nothing
+# runs on a GPU: the reference calls torch on the CPU only. The stamp below covers this list,
+# and the import check at the end proves the set is complete.
+NO_DEPS=(
+    silero-vad==6.2.3
+    torch==2.15.0
+    nvidia-cuda-runtime==13.2.86
+    nvidia-cuda-cupti==13.2.86
+    nvidia-cuda-nvrtc==13.2.86
+    nvidia-nvjitlink==13.5.37
+    nvidia-cublas==13.4.1.3
+    nvidia-cudnn-cu13==9.26.0.51
+    nvidia-cufft==12.2.0.57
+    nvidia-cufile==1.17.1.22
+    nvidia-cusparse==12.7.10.12
+    nvidia-cusparselt-cu13==0.8.1
+    nvidia-nccl-cu13==2.30.7
+    nvidia-nvshmem-cu13==3.7.2
+    filelock==4.3.2
+    fsspec==2026.9.0
+    jinja2==3.1.6
+    markupsafe==3.0.4
+    mpmath==1.3.0
+    networkx==3.6.1
+    sympy==1.14.0
+)
 
 log() { echo "pyenv: $*" >&2; }
 
@@ -54,7 +86,8 @@ fi
 STAMP="$VENV/.outpost-packages"
 WANT="$("$BASE_PY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])')
 ${PACKAGES[*]}
-constraints: ${CONSTRAINTS[*]}"
+constraints: ${CONSTRAINTS[*]}
+no-deps: ${NO_DEPS[*]}"
 
 PY="$PWD/$VENV/bin/python"
 
@@ -87,8 +120,14 @@ if ! "$PY" -m pip install --disable-pip-version-check -q \
     exit 1
 fi
 
+log "installing without dependencies: ${NO_DEPS[*]}"
+if ! "$PY" -m pip install --disable-pip-version-check -q --no-deps "${NO_DEPS[@]}" >&2; then
+    log "error: pip install failed (is the package index reachable?)"
+    exit 1
+fi
+
 # Sanity check: every module the reference scripts import must load.
-"$PY" -c 'import onnx, numpy, onnxruntime, rapidocr_onnxruntime, PIL, scapy, pycrate_mobile.TS29244_PFCP, pycrate_mobile.TS29281_GTPU' >&2
+"$PY" -c 'import onnx, numpy, onnxruntime, rapidocr_onnxruntime, PIL, scapy, pycrate_mobile.TS29244_PFCP, pycrate_mobile.TS29281_GTPU, torch, silero_vad' >&2
 
 printf '%s' "$WANT" >"$STAMP"
 log "ready ($VENV)"
