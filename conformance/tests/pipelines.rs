@@ -1,8 +1,8 @@
 //! The inference pipelines end to end, through wasi:nn, against references no one here wrote:
 //! the OCR pipeline against rapidocr (Python, onnxruntime) on the same image, on both engines;
 //! text rendered into a generated image read back; the VAD pipeline, on both engines (tract on
-//! silero's If-less export), against silero's algorithm on onnxruntime (Python) on synthesized
-//! speech.
+//! silero's If-less export), against the silero-vad package's own `get_speech_timestamps`
+//! (Python, its ONNX model on onnxruntime) on synthesized speech.
 
 #[path = "support/models.rs"]
 mod support;
@@ -10,7 +10,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{call, model_entry, models_dir, ocr_manifest, onnxruntime_lib, python, repo, start};
+use support::{
+    call, model_entry, models_dir, ocr_manifest, onnxruntime_lib, python, repo, sha256, start,
+};
 
 fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("the reference script runs");
@@ -82,7 +84,18 @@ async fn the_ocr_pipeline_reads_the_sample_like_rapidocr_on_both_engines() {
             reference.iter().map(|l| &l.0).collect::<Vec<_>>(),
             "{engine}: texts"
         );
+        // Zipping stops at the shorter list: equal lengths first, or a missing line or corner
+        // would pass unchecked.
+        assert_eq!(ours.len(), reference.len(), "{engine}: line count");
         for (o, r) in ours.iter().zip(&reference) {
+            assert_eq!(r.1.len(), 4, "rapidocr boxes have four corners: {:?}", r.1);
+            assert_eq!(
+                o.1.len(),
+                r.1.len(),
+                "{engine}: corners of {:?} vs rapidocr {:?}",
+                o.1,
+                r.1
+            );
             for (p, q) in o.1.iter().zip(&r.1) {
                 assert!(
                     (p[0] - q[0]).abs() <= box_tolerance && (p[1] - q[1]).abs() <= box_tolerance,
@@ -170,6 +183,13 @@ async fn the_vad_pipeline_finds_the_same_speech_as_silero_on_both_engines() {
             .arg(&wav),
     );
     let vad = models_dir().join("vad/silero_vad.onnx");
+    // The package ran the very network the plugin gets.
+    assert_eq!(
+        reference["model_sha256"].as_str(),
+        Some(sha256(&vad).as_str()),
+        "silero-vad {} loaded another silero_vad.onnx",
+        reference["silero_vad_version"]
+    );
     // tract cannot infer shapes through the `If` on the sample rate in silero's main export;
     // silero ships the same network without it, which tract runs.
     let ifless = models_dir().join("vad/silero_vad_op18_ifless.onnx");
