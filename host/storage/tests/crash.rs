@@ -3,6 +3,10 @@
 //! with SIGKILL at random points, changes files between runs, and finally checks that nothing
 //! was lost or corrupted, that no completed part was sent again, and that the journal is
 //! consistent.
+//!
+//! The child is the same test re-run with `--exact`: its first act is to see the variable and
+//! become the engine, so no separate entry point is listed as a test that passes by doing
+//! nothing.
 
 mod common;
 
@@ -19,8 +23,15 @@ use outpost_storage::{BandwidthSchedule, FileState, Share, SharePath, ShareSpec,
 /// Kill-and-restart iterations, on a local-directory target and again against Azurite. The
 /// issue asks for 50; both tests run all 50 (about 20 s each).
 const CRASH_ITERATIONS: usize = 50;
+/// Set in a child's environment to the work directory it runs the engine in.
 const CHILD_ENV: &str = "OUTPOST_STORAGE_CRASH_CHILD";
-const CHILD_TEST: &str = "child_process_entry_point_does_nothing_unless_spawned_by_the_crash_test";
+/// A child's exit status when it verified every file. Not 0: a test binary that ran no test
+/// (a wrong name after `--exact`) exits 0 too.
+const CHILD_VERIFIED: i32 = 17;
+const LOCAL_TEST: &str =
+    "killing_the_engine_at_random_points_loses_nothing_and_resends_no_completed_part";
+const AZURITE_TEST: &str =
+    "killing_the_engine_uploading_to_azurite_loses_nothing_and_resends_no_completed_part";
 const PART_SIZE: u64 = 256 * 1024;
 
 /// The files the parent places in the share directly: (path, seed, length).
@@ -115,11 +126,12 @@ async fn child_main(work: PathBuf) {
             std::process::exit(3);
         }
     }
-    std::process::exit(0);
+    std::process::exit(CHILD_VERIFIED);
 }
 
-#[test]
-fn child_process_entry_point_does_nothing_unless_spawned_by_the_crash_test() {
+/// In a child spawned by [`spawn_child`], runs the engine and exits the process (it never
+/// returns); in the parent, returns at once.
+fn become_the_child_when_spawned() {
     if let Some(work) = std::env::var_os(CHILD_ENV) {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -127,12 +139,14 @@ fn child_process_entry_point_does_nothing_unless_spawned_by_the_crash_test() {
             .build()
             .unwrap()
             .block_on(child_main(PathBuf::from(work)));
+        unreachable!("child_main exits the process");
     }
 }
 
-fn spawn_child(work: &Path, quiet: bool) -> std::process::Child {
+/// Re-runs `test` (the caller's own name) in a child process that becomes the engine.
+fn spawn_child(work: &Path, test: &str, quiet: bool) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, work)
         .stdin(Stdio::null());
     if quiet {
@@ -153,20 +167,23 @@ impl Rng {
 
 #[test]
 fn killing_the_engine_at_random_points_loses_nothing_and_resends_no_completed_part() {
+    become_the_child_when_spawned();
     let work = tempfile::tempdir().unwrap();
-    crash_test(work.path(), CRASH_ITERATIONS);
+    crash_test(work.path(), LOCAL_TEST, CRASH_ITERATIONS);
 }
 
 #[test]
 fn killing_the_engine_uploading_to_azurite_loses_nothing_and_resends_no_completed_part() {
+    become_the_child_when_spawned();
     let work = tempfile::tempdir().unwrap();
     let azurite = Azurite::start_in_memory();
     azurite.create_container("crash");
     std::fs::write(work.path().join("azurite-port"), azurite.port.to_string()).unwrap();
-    crash_test(work.path(), CRASH_ITERATIONS);
+    crash_test(work.path(), AZURITE_TEST, CRASH_ITERATIONS);
 }
 
-fn crash_test(work: &Path, iterations: usize) {
+/// `test` is the calling test's name: its children re-run it to become the engine.
+fn crash_test(work: &Path, test: &str, iterations: usize) {
     let root = work.join("root");
     let mut expected = BTreeMap::new();
     for (path, seed, len) in initial_files() {
@@ -206,7 +223,7 @@ fn crash_test(work: &Path, iterations: usize) {
             }
             write_expected(&expected);
         }
-        let mut child = spawn_child(work, true);
+        let mut child = spawn_child(work, test, true);
         let delay = Duration::from_millis(20 + rng.next() % 700);
         let start = Instant::now();
         let mut exited = None;
@@ -219,9 +236,11 @@ fn crash_test(work: &Path, iterations: usize) {
         }
         match exited {
             Some(status) => {
-                assert!(
-                    status.success(),
-                    "iteration {iteration}: child failed with {status}"
+                assert_eq!(
+                    status.code(),
+                    Some(CHILD_VERIFIED),
+                    "iteration {iteration}: child failed with {status} (0: it ran no test; is \
+                     `{test}` this test's name?)"
                 );
                 finished += 1;
             }
@@ -236,8 +255,12 @@ fn crash_test(work: &Path, iterations: usize) {
     assert!(killed >= iterations / 3, "too few kills landed: {killed}");
 
     // A final run to completion (it verifies every digest itself).
-    let status = spawn_child(work, false).wait().unwrap();
-    assert!(status.success(), "final child run failed: {status}");
+    let status = spawn_child(work, test, false).wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(CHILD_VERIFIED),
+        "final child run failed: {status}"
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
