@@ -168,7 +168,7 @@ async fn objects_are_encrypted_and_recall_and_ranges_return_the_plaintext() {
 async fn a_flipped_byte_fails_recall_and_range_reads() {
     let fx = Fixture::new();
     let share = fx.open().await;
-    let (_small, _big) = fx.upload_two(&share).await;
+    let (_small, big) = fx.upload_two(&share).await;
     for path in ["small.txt", "dir/big.bin"] {
         share.evict(&p(path)).await.unwrap();
         let object = fx.target.path().join(path);
@@ -185,16 +185,39 @@ async fn a_flipped_byte_fails_recall_and_range_reads() {
             0
         );
     }
-    // The flipped byte of the big object lies in its third part (of five).
-    let part = PART;
-    assert!(
-        share
-            .read_range(&p("dir/big.bin"), 2 * part + 10..2 * part + 20)
+    // The flipped byte of the big object lies in its third part (of five): a range touching
+    // that part fails, even one that starts in an untouched part.
+    let part = PART as usize;
+    for range in [2 * part + 10..2 * part + 20, part..2 * part + 1] {
+        let err = share
+            .read_range(&p("dir/big.bin"), range.start as u64..range.end as u64)
             .await
-            .is_err()
-    );
-    // Untouched parts still read.
-    assert!(share.read_range(&p("dir/big.bin"), 0..10).await.is_ok());
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::Encryption { .. }),
+            "{range:?}: {err}"
+        );
+    }
+    // Every untouched part still opens to exactly its original bytes, whole and in pieces.
+    for range in [
+        0..part,
+        part..2 * part,
+        3 * part..4 * part,
+        4 * part..big.len(),
+        3 * part..big.len(),
+        0..10,
+        2 * part - 7..2 * part,
+        3 * part..3 * part + 7,
+    ] {
+        let got = share
+            .read_range(&p("dir/big.bin"), range.start as u64..range.end as u64)
+            .await
+            .unwrap_or_else(|e| panic!("{range:?} lies in untouched parts: {e}"));
+        assert!(
+            got[..] == big[range.clone()],
+            "{range:?}: the untouched part did not decrypt to its original bytes"
+        );
+    }
 }
 
 #[tokio::test]
