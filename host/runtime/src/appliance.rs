@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use outpost_manifest::{Manifest, PluginKind, PluginSpec};
+use outpost_manifest::{Manifest, PluginKind, PluginSpec, TopicPattern};
 use outpost_services::{Bus, KvStore, SinkStats, SubscriberStats};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -243,7 +243,7 @@ pub struct Appliance {
     nf_io: Mutex<BTreeMap<String, Arc<NfIo>>>,
     http_routes: ArcSwap<Vec<HttpRoute>>,
     routing: tokio::sync::Mutex<Routing>,
-    topic_log: Mutex<Option<Consumer0>>,
+    topic_log: Mutex<Option<TopicLog>>,
     /// Serialises applies.
     apply_lock: tokio::sync::Mutex<()>,
     applies: std::sync::atomic::AtomicU64,
@@ -255,8 +255,9 @@ pub struct Appliance {
     started: Instant,
 }
 
-/// The host-log consumer: a task and its stop switch.
-struct Consumer0 {
+/// The host-log consumer: the topics it writes to the log, its task and its stop switch.
+struct TopicLog {
+    topics: Vec<TopicPattern>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -849,8 +850,10 @@ impl Appliance {
                 steps.push(Step::Replace(old.clone(), spec.clone(), fields));
             }
         }
-        let routing_changes = Routing::differs(&current, &manifest)
-            || manifest.host.log_topics != current.host.log_topics;
+        // Compared with the running consumer, not with `current`: the first apply starts from a
+        // manifest that already carries these host settings, and must still start it.
+        let log_topics_change = self.logged_topics() != manifest.host.log_topics;
+        let routing_changes = Routing::differs(&current, &manifest) || log_topics_change;
         report.models = model_changes(&current, &manifest);
         if manifest.host.nn != current.host.nn && self.http_addr().is_some() {
             report.warnings.push(
@@ -1014,6 +1017,8 @@ impl Appliance {
                     .routing
                     .push(format!("{} timer(s) active", manifest.timers.len()));
             }
+        }
+        if log_topics_change {
             self.restart_topic_log(&manifest);
         }
 
@@ -1108,6 +1113,14 @@ impl Appliance {
         self.http_routes.store(Arc::new(routes));
     }
 
+    /// The topics the host-log consumer writes to the log now (none when it is not running).
+    fn logged_topics(&self) -> Vec<TopicPattern> {
+        lock(&self.topic_log)
+            .as_ref()
+            .map(|t| t.topics.clone())
+            .unwrap_or_default()
+    }
+
     /// Writes messages on `host.log_topics` to the log.
     fn restart_topic_log(&self, manifest: &Manifest) {
         if let Some(old) = lock(&self.topic_log).take() {
@@ -1118,14 +1131,16 @@ impl Appliance {
         if topics.is_empty() {
             return;
         }
-        let sub = self.bus.subscribe("host-log", topics, PIPELINE_QUEUE);
+        let sub = self
+            .bus
+            .subscribe("host-log", topics.clone(), PIPELINE_QUEUE);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(consume(sub, stopped, |msg| async move {
             let preview =
                 String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
             tracing::info!(topic = %msg.topic, source = %msg.source, bytes = msg.payload.len(), payload = %preview, "bus message");
         }));
-        *lock(&self.topic_log) = Some(Consumer0 { stop, task });
+        *lock(&self.topic_log) = Some(TopicLog { topics, stop, task });
     }
 
     /// The version of plugin `name` serving now (for jobs, the loaded component).

@@ -314,3 +314,61 @@ health = { topic = "health" }
     );
     app.shutdown().await;
 }
+
+/// Sends this test binary's log to the host's in-memory log (what the web UI and `/v1/logs`
+/// read), as the `outpost` binary does.
+fn capture_host_log() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(outpost_runtime::logs::layer())
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_on_log_topics_are_written_to_the_host_log_from_the_first_start() {
+    capture_host_log();
+    let dir = tempfile::tempdir().unwrap();
+    // The demo's shape: log topics and a pipeline, but no routes, timers or sinks.
+    let text = r#"
+[host]
+log_topics = ["logged/out"]
+
+[plugins.echo]
+kind = "pipeline"
+component = "echo_pipeline.wasm"
+config = { output-topic = "logged/out", uppercase = "true" }
+grants.bus = { subscribe = ["logged/in"], publish = ["logged/out"] }
+grants.kv = { quota_kb = 16 }
+"#;
+    let app = start(dir.path(), text).await;
+    let subscribers = app.metrics().await.subscribers;
+    assert!(
+        subscribers.iter().any(|s| s.name == "host-log"),
+        "no host-log subscriber: {subscribers:?}"
+    );
+    app.bus()
+        .publish("test", "logged/in", b"hello log topics".to_vec())
+        .unwrap();
+    let logged = |r: &outpost_runtime::logs::LogRecord| {
+        r.message == "bus message"
+            && r.fields.contains("topic=logged/out")
+            && r.fields.contains("source=echo")
+            && r.fields.contains("payload=HELLO LOG TOPICS")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !outpost_runtime::logs::buffer()
+        .query(&Default::default())
+        .iter()
+        .any(logged)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the echo's output never reached the host log: {:?}",
+            app.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.shutdown().await;
+}
