@@ -123,7 +123,9 @@ impl Consumer {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(consume(sub, stopped, move |msg| {
             let (slot, bus) = (slot.clone(), bus.clone());
-            async move { deliver_to_pipeline(&slot, &bus, &msg).await }
+            async move {
+                deliver_to_pipeline(&slot, &bus, &msg).await;
+            }
         }));
         Consumer {
             patterns,
@@ -175,17 +177,33 @@ pub(crate) async fn consume<F, Fut>(
     );
 }
 
+/// What became of a message offered to a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The pipeline handled it; its outputs went to the bus within its publish grant.
+    Handled,
+    /// It was the pipeline's own output, so the pipeline was not called.
+    OwnOutput,
+    /// The call failed (the plugin counts and logs why).
+    Failed,
+}
+
 /// Calls the pipeline in `slot` with one message and publishes its outputs within the publish
 /// grant of the version that handled it.
-pub(crate) async fn deliver_to_pipeline(slot: &PluginSlot, bus: &Bus, msg: &BusMessage) {
+pub(crate) async fn deliver_to_pipeline(
+    slot: &PluginSlot,
+    bus: &Bus,
+    msg: &BusMessage,
+) -> Delivery {
+    // A pipeline never receives its own output: no accidental feedback loops. Checked before
+    // the call, so the plugin does no work (models, kv writes) whose result would be dropped.
+    if msg.source == slot.active().name() {
+        return Delivery::OwnOutput;
+    }
     let (plugin, result) = slot.call(&msg.topic, &msg.payload).await;
     let name = plugin.name();
-    // A pipeline never receives its own output: no accidental feedback loops.
-    if msg.source == name {
-        return;
-    }
     let Ok(outputs) = result else {
-        return; // counted and logged by the plugin
+        return Delivery::Failed;
     };
     let grants = &plugin.context().grants.bus;
     for out in outputs {
@@ -197,6 +215,7 @@ pub(crate) async fn deliver_to_pipeline(slot: &PluginSlot, bus: &Bus, msg: &BusM
             tracing::warn!(plugin = %name, error = %e, "output refused by the bus");
         }
     }
+    Delivery::Handled
 }
 
 /// Where a job is in its life.

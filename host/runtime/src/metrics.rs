@@ -229,7 +229,7 @@ pub fn render(host: &str, m: &MetricsSnapshot) -> String {
     f.head(
         "outpost_route_failed_total",
         "counter",
-        "Messages a route's target refused.",
+        "Messages a route's target refused or failed to handle.",
     );
     for r in &m.routes {
         f.sample(

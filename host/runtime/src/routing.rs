@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::deployment::deliver_to_pipeline;
+use crate::deployment::{Delivery, deliver_to_pipeline};
 use crate::error::RuntimeError;
 
 /// Queue length of each route's subscription.
@@ -42,7 +42,8 @@ pub struct RouteStatus {
     pub to: String,
     /// Messages handed to the target.
     pub forwarded: u64,
-    /// Messages the target refused (a full sink spool, a missing plugin, the bus).
+    /// Messages the target refused (a full sink spool, a missing plugin, a failed plugin call,
+    /// the bus).
     pub failed: u64,
     /// Messages dropped because the route's queue was full.
     pub dropped: u64,
@@ -394,17 +395,28 @@ impl RouteWorker {
                 continue;
             }
             for msg in &batch {
-                let ok =
-                    forward(&self.bus, &self.name, &self.target, None, &self.lookup, msg).await;
-                let counter = if ok {
-                    &self.counters.forwarded
-                } else {
-                    &self.counters.failed
-                };
+                let counter =
+                    match forward(&self.bus, &self.name, &self.target, None, &self.lookup, msg)
+                        .await
+                    {
+                        Outcome::Forwarded => &self.counters.forwarded,
+                        Outcome::Failed => &self.counters.failed,
+                        Outcome::Skipped => continue,
+                    };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// What a route did with one message, for its counters.
+enum Outcome {
+    /// The target took it.
+    Forwarded,
+    /// The target refused it, or could not be reached.
+    Failed,
+    /// Not for the target (a pipeline's own output): counted as neither.
+    Skipped,
 }
 
 async fn forward(
@@ -414,33 +426,34 @@ async fn forward(
     sink: Option<&Sink>,
     lookup: &PipelineLookup,
     msg: &BusMessage,
-) -> bool {
+) -> Outcome {
     match target {
         RouteTarget::Sink(name) => match sink {
             Some(sink) => match sink.send(&msg.topic, &msg.payload) {
-                Ok(_) => true,
+                Ok(_) => Outcome::Forwarded,
                 Err(e) => {
                     tracing::warn!(%route, sink = %name, error = %e, "sink refused a message");
-                    false
+                    Outcome::Failed
                 }
             },
-            None => false,
+            None => Outcome::Failed,
         },
         RouteTarget::Topic(topic) => match bus.publish(route, topic, msg.payload.clone()) {
-            Ok(_) => true,
+            Ok(_) => Outcome::Forwarded,
             Err(e) => {
                 tracing::warn!(%route, error = %e, "republish refused by the bus");
-                false
+                Outcome::Failed
             }
         },
         RouteTarget::Plugin(name) => match lookup(name) {
-            Some(slot) => {
-                deliver_to_pipeline(&slot, bus, msg).await;
-                true
-            }
+            Some(slot) => match deliver_to_pipeline(&slot, bus, msg).await {
+                Delivery::Handled => Outcome::Forwarded,
+                Delivery::Failed => Outcome::Failed,
+                Delivery::OwnOutput => Outcome::Skipped,
+            },
             None => {
                 tracing::warn!(%route, plugin = %name, "route target is not running; message dropped");
-                false
+                Outcome::Failed
             }
         },
     }

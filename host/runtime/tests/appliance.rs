@@ -372,3 +372,43 @@ grants.kv = { quota_kb = 16 }
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_subscribed_to_its_own_output_topic_is_not_called_with_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    // `loop/#` matches the echo's own output topic `loop/out`.
+    let text = r#"
+[plugins.echo]
+kind = "pipeline"
+component = "echo_pipeline.wasm"
+config = { output-topic = "loop/out", count = "true" }
+grants.bus = { subscribe = ["loop/#"], publish = ["loop/out"] }
+grants.kv = { quota_kb = 16 }
+"#;
+    let app = start(dir.path(), text).await;
+    let mut out = app
+        .bus()
+        .subscribe("test", vec![TopicPattern::parse("loop/out").unwrap()], 16);
+    // The echo handles its queue in order: once the second input's output is here, its own
+    // first output (queued before the second input) has been dealt with too.
+    for word in ["one", "two"] {
+        app.bus()
+            .publish("test", "loop/in", word.as_bytes().to_vec())
+            .unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), out.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((msg.source.as_str(), msg.payload), ("echo", word.into()));
+    }
+    let echo = app.status().into_iter().find(|p| p.name == "echo").unwrap();
+    assert_eq!(echo.stats.calls, 2, "called on its own output");
+    let count = app
+        .kv()
+        .namespace("echo", 16 << 10)
+        .get("count")
+        .unwrap()
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(count.try_into().unwrap()), 2);
+    app.shutdown().await;
+}

@@ -255,3 +255,41 @@ to = "sinks/hook"
     assert_eq!(calls, later, "no ticks after the timer was removed");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_whose_target_plugin_fails_counts_a_failure_not_a_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[plugins.echo]
+kind = "pipeline"
+component = "echo_pipeline.wasm"
+config = { output-topic = "out/echo", count = "true" }
+grants.bus = { publish = ["out/echo"] }
+grants.kv = { quota_kb = 1 }
+
+[[routes]]
+from = "topics/in"
+to = "plugins/echo"
+"#;
+    let app = start(dir.path(), text).await;
+    // A full kv namespace: the echo's count update fails, and so does its call.
+    app.kv()
+        .namespace("echo", 1024)
+        .set("fill", &[0; 1020])
+        .unwrap();
+    app.bus().publish("camera", "in", b"x".to_vec()).unwrap();
+    let until = Instant::now() + PATIENCE;
+    let route = loop {
+        let m = app.metrics().await;
+        let r = m.routes[0].clone();
+        if r.forwarded + r.failed > 0 {
+            break r;
+        }
+        assert!(Instant::now() < until, "the route never took the message");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((route.forwarded, route.failed), (0, 1), "{route:?}");
+    let echo = app.status().into_iter().find(|p| p.name == "echo").unwrap();
+    assert_eq!((echo.stats.calls, echo.stats.errors), (1, 1));
+    app.shutdown().await;
+}
