@@ -178,7 +178,8 @@ async fn the_uplink_rate_cap_limits_what_leaves_through_the_tunnel() {
     let mut got = 0u64;
     let mut worst_margin = f64::MAX;
     while got < u64::from(packets) * 1000 {
-        let p = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        // Hang-only: at the cap a packet arrives every 10 ms.
+        let p = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("packets keep arriving")
             .expect("channel open");
@@ -196,9 +197,9 @@ async fn the_uplink_rate_cap_limits_what_leaves_through_the_tunnel() {
     println!(
         "{got} bytes through a {rate} B/s cap in {took:?}; closest to the cap: {worst_margin:.0} bytes"
     );
-    // 250 kB minus the burst cannot leave faster than the rate; a loaded box may be slower.
+    // 250 kB minus the burst cannot leave faster than the rate; a loaded box may be slower,
+    // so there is no upper bound beyond the hang-only one above.
     assert!(took >= Duration::from_millis(2_400), "too fast: {took:?}");
-    assert!(took <= Duration::from_secs(8), "too slow: {took:?}");
     let qos = &gw_a.status().links[0].qos[0];
     assert_eq!(qos.counters.sent, u64::from(packets));
     assert_eq!(qos.counters.dropped, 0);

