@@ -14,7 +14,7 @@ mod upf;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use outpost_pfcp::Cause;
@@ -81,10 +81,13 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
             sent
         })
     };
+    // Runs of equal IPv4 IDs on N3 so far: the number of versions that have encapsulated a
+    // downlink packet (see below).
+    let runs_seen = Arc::new(AtomicUsize::new(0));
     let receiver = {
-        let (n3, n6) = (n3.clone(), n6.clone());
+        let (n3, n6, runs_seen) = (n3.clone(), n6.clone(), runs_seen.clone());
         std::thread::spawn(move || {
-            let (mut up, mut down) = (Vec::new(), Vec::new());
+            let (mut up, mut down) = (Vec::new(), Vec::<Vec<u8>>::new());
             let mut quiet_since = Instant::now();
             let until = Instant::now() + Duration::from_secs(120);
             while Instant::now() < until && quiet_since.elapsed() < Duration::from_secs(1) {
@@ -92,15 +95,35 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
                 if !u.is_empty() || !d.is_empty() {
                     quiet_since = Instant::now();
                 }
+                for p in &d {
+                    if down.last().is_none_or(|last| last[4..6] != p[4..6]) {
+                        runs_seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    down.push(p.clone());
+                }
                 up.extend(u);
-                down.extend(d);
                 std::thread::sleep(Duration::from_micros(200));
             }
             (up, down)
         })
     };
+    // Each version stays until it has forwarded downlink traffic (a state, not a time): then
+    // the next one replaces it. A version that forwards nothing stops the test here.
+    let forwarded_by = |version: u32| {
+        let runs_seen = runs_seen.clone();
+        async move {
+            let until = Instant::now() + Duration::from_secs(120);
+            while runs_seen.load(Ordering::SeqCst) < version as usize {
+                assert!(
+                    Instant::now() < until,
+                    "version {version} never forwarded a downlink packet"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
     for version in 2..=11 {
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        forwarded_by(version - 1).await;
         let path = dir.path().join("outpost.toml");
         std::fs::write(&path, manifest(version)).unwrap();
         let report = app
@@ -116,7 +139,7 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
             "{report:?}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    forwarded_by(11).await;
     swapping.store(false, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     let (up, down) = receiver.join().unwrap();
@@ -130,8 +153,9 @@ async fn ten_swaps_of_the_upf_under_traffic_keep_every_session_and_drop_no_packe
     assert_eq!(tags.len(), sent as usize, "each exactly once");
     assert_eq!(nf.stats.rejected_batches, 0, "{nf:?}");
 
-    // Each of the eleven versions encapsulated downlink packets, in order: collapsing runs of
-    // equal IDs (N3's queue keeps the order they were sent in) gives one run per version.
+    // Each of the eleven versions encapsulated downlink packets, in order, and no version did
+    // after its successor had: collapsing runs of equal IDs (N3's queue keeps the order they
+    // were sent in) gives exactly one run per version.
     let mut runs: Vec<(u16, usize)> = Vec::new();
     for p in &down {
         let ip = Ipv4Packet::new_checked(&p[..]).expect("an IPv4 packet on N3");
