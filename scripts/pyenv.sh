@@ -5,7 +5,8 @@
 #
 #   PY=$(scripts/pyenv.sh | tail -1)     # absolute path of the venv's python
 #
-# The venv lives at target/pyenv (relative to the repository root). All pip
+# The venv lives at target/pyenv (relative to the repository root), or at
+# OUTPOST_PYENV when set (.ci/run keeps it in its cache between runs). All pip
 # chatter goes to stderr; stdout carries only the interpreter path (last line).
 # A stamp file records the installed package set; when it matches, nothing is
 # reinstalled. Set PYTHON to choose the base interpreter (default: python3).
@@ -18,7 +19,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-VENV=target/pyenv
+VENV=${OUTPOST_PYENV:-target/pyenv}
 BASE_PY=${PYTHON:-python3}
 
 PACKAGES=(
@@ -89,7 +90,7 @@ ${PACKAGES[*]}
 constraints: ${CONSTRAINTS[*]}
 no-deps: ${NO_DEPS[*]}"
 
-PY="$PWD/$VENV/bin/python"
+case $VENV in /*) PY="$VENV/bin/python" ;; *) PY="$PWD/$VENV/bin/python" ;; esac
 
 if [[ -x "$PY" && -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$WANT" ]] && "$PY" -c 'import sys' 2>/dev/null; then
     log "up to date ($VENV)"
