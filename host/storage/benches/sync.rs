@@ -9,7 +9,13 @@
 //!    bare object_store GET that only counts the bytes;
 //! 3. tiering-policy evaluation for 1 M files: `Share::tiering_input` over a journal of 1 M
 //!    entries (against a raw redb scan of the same table), and the host-side safety filtering
-//!    of `Share::apply_actions` on 1 M actions that the rules refuse or that are no-ops.
+//!    of `Share::apply_actions` on 1 M actions that the rules refuse or that are no-ops;
+//! 4. the bandwidth cap on a local-directory target: the rate an upload achieves through a
+//!    40 Mbps `Throttle` against the configured rate (the ratio should be just under 1.0), the
+//!    same upload uncapped as the baseline that shows the cap is what bounds it, and how long an
+//!    upload waiting on a 1 Mbps cap takes to finish once the cap is lifted (the throttle
+//!    rechecks its schedule every 100 ms). `tests/bandwidth.rs` asserts only that the cap is
+//!    applied; these are its figures.
 //!
 //! ```text
 //! cargo bench -p outpost-storage --bench sync              # full run (about 2-3 minutes)
@@ -39,13 +45,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{Azurite, DEV_ACCOUNT, DEV_KEY, azure_spec, data};
+use common::{Azurite, DEV_ACCOUNT, DEV_KEY, azure_spec, data, fast_options, local_spec};
 use futures_util::TryStreamExt;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use outpost_storage::{
-    Action, FileEntry, FileState, Share, ShareKind, ShareOptions, SharePath, ShareSpec,
+    Action, BandwidthSchedule, FileEntry, FileState, Share, ShareKind, ShareOptions, SharePath,
+    ShareSpec, Throttle,
 };
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -64,6 +71,8 @@ struct Sizes {
     recall: [(usize, usize); 2],
     tiering_files: usize,
     tiering_reps: usize,
+    /// Bytes uploaded through the cap, and rounds of each bandwidth measurement.
+    cap: (usize, usize),
 }
 
 const FULL: Sizes = Sizes {
@@ -73,6 +82,7 @@ const FULL: Sizes = Sizes {
     recall: [(MIB, 15), (1024 * MIB, 2)],
     tiering_files: 1_000_000,
     tiering_reps: 3,
+    cap: (64 * MIB, 3),
 };
 
 const QUICK: Sizes = Sizes {
@@ -82,6 +92,7 @@ const QUICK: Sizes = Sizes {
     recall: [(MIB, 5), (256 * MIB, 1)],
     tiering_files: 100_000,
     tiering_reps: 1,
+    cap: (16 * MIB, 1),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -875,6 +886,142 @@ fn tiering(rt: &tokio::runtime::Runtime, n: usize, reps: usize) -> TieringResult
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. Bandwidth cap
+
+/// The configured cap of the rate figure, in Mbps.
+const CAP_MBPS: u32 = 40;
+/// The cap an upload waits on before it is lifted, in Mbps (the smallest a schedule takes).
+const LIFTED_MBPS: u32 = 1;
+
+struct CapResult {
+    bytes: usize,
+    /// Seconds per upload through the cap, and without one.
+    capped: Vec<f64>,
+    uncapped: Vec<f64>,
+    /// Seconds from lifting the 1 Mbps cap to the waiting upload's end.
+    lifted: Vec<f64>,
+}
+
+impl CapResult {
+    fn lines(&self) -> [String; 2] {
+        let mbps = |secs: f64| self.bytes as f64 * 8.0 / secs / 1e6;
+        let (capped, uncapped) = (
+            mbps(median(self.capped.clone())),
+            mbps(median(self.uncapped.clone())),
+        );
+        [
+            format!(
+                "bandwidth cap {CAP_MBPS} Mbps, {} to a local directory (median of {}): achieved \
+                 {capped:.2} Mbps, achieved/configured ratio {:.3} (goal 0.95 to 1.0); uncapped \
+                 baseline {uncapped:.0} Mbps, {:.0}x the cap",
+                size_label(self.bytes),
+                self.capped.len(),
+                capped / f64::from(CAP_MBPS),
+                uncapped / f64::from(CAP_MBPS),
+            ),
+            format!(
+                "bandwidth cap lifted under an upload waiting at {LIFTED_MBPS} Mbps: done {} later \
+                 (median of {}; the throttle rechecks every 100 ms, goal under 1 s)",
+                ms(median(self.lifted.clone())),
+                self.lifted.len(),
+            ),
+        ]
+    }
+}
+
+/// One upload of `content` through `throttle` (none: unlimited) to a fresh local directory;
+/// its wall time in seconds.
+fn capped_upload(rt: &tokio::runtime::Runtime, content: &Bytes, throttle: Option<Throttle>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, target) = (dir.path().join("root"), dir.path().join("target"));
+    std::fs::create_dir_all(&target).unwrap();
+    let mut opts = fast_options(8 * MIB as u64);
+    opts.throttle = throttle.map(Arc::new);
+    rt.block_on(async {
+        let share = Share::open(local_spec("cap", &root, &target, 1 << 40), opts)
+            .await
+            .unwrap();
+        share
+            .write(&SharePath::new("cap.bin").unwrap(), content.clone())
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let report = share.sync_once().await.unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!((report.uploaded, report.failed), (1, 0), "{report:?}");
+        assert_eq!(
+            std::fs::metadata(target.join("cap.bin")).unwrap().len(),
+            content.len() as u64
+        );
+        secs
+    })
+}
+
+/// An upload of `content` waits on a 1 Mbps cap for 300 ms; the cap is lifted and the time to
+/// the upload's end is returned in seconds.
+fn lifted_upload(rt: &tokio::runtime::Runtime, content: &Bytes) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, target) = (dir.path().join("root"), dir.path().join("target"));
+    std::fs::create_dir_all(&target).unwrap();
+    rt.block_on(async {
+        let share = Share::open(
+            local_spec("lift", &root, &target, 1 << 40),
+            fast_options(MIB as u64),
+        )
+        .await
+        .unwrap();
+        share
+            .set_schedule(BandwidthSchedule::fixed(Some(LIFTED_MBPS)))
+            .unwrap();
+        share
+            .write(&SharePath::new("lift.bin").unwrap(), content.clone())
+            .await
+            .unwrap();
+        let sync = {
+            let share = share.clone();
+            tokio::spawn(async move { share.sync_once().await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!sync.is_finished(), "the upload outran the 1 Mbps cap");
+        let lifted = Instant::now();
+        share.set_schedule(BandwidthSchedule::unlimited()).unwrap();
+        let report = sync.await.unwrap().unwrap();
+        let secs = lifted.elapsed().as_secs_f64();
+        assert_eq!((report.uploaded, report.failed), (1, 0), "{report:?}");
+        secs
+    })
+}
+
+fn bandwidth(rt: &tokio::runtime::Runtime, (bytes, rounds): (usize, usize)) -> CapResult {
+    let content = Bytes::from(data(4242, bytes));
+    let mut result = CapResult {
+        bytes,
+        capped: Vec::new(),
+        uncapped: Vec::new(),
+        lifted: Vec::new(),
+    };
+    for round in 0..rounds {
+        let cap = Throttle::new(BandwidthSchedule::fixed(Some(CAP_MBPS))).unwrap();
+        let capped = capped_upload(rt, &content, Some(cap));
+        let uncapped = capped_upload(rt, &content, None);
+        let lifted = lifted_upload(rt, &content);
+        println!(
+            "  bandwidth round {}: {} through {CAP_MBPS} Mbps in {:.3} s, uncapped {:.3} s; \
+             {LIFTED_MBPS} Mbps cap lifted, upload done {} later",
+            round + 1,
+            size_label(bytes),
+            capped,
+            uncapped,
+            ms(lifted)
+        );
+        result.capped.push(capped);
+        result.uncapped.push(uncapped);
+        result.lifted.push(lifted);
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -942,11 +1089,15 @@ fn main() {
     println!("\ntiering ({} files)", thousands(sizes.tiering_files));
     let tier = tiering(&rt, sizes.tiering_files, sizes.tiering_reps);
 
+    println!("\nbandwidth");
+    let cap = bandwidth(&rt, sizes.cap);
+
     println!("\nratios");
     if quick {
         println!(
             "  (quick mode: smaller sets, recall of 256 MiB instead of 1 GiB, 100,000 tiering \
-             entries instead of 1,000,000, one round)"
+             entries instead of 1,000,000, 16 MiB through the bandwidth cap instead of 64 MiB, \
+             one round)"
         );
     }
     println!(
@@ -976,5 +1127,8 @@ fn main() {
         ms(tier.apply),
         tier.apply * 1e6 / tier.apply_n as f64
     );
+    for line in cap.lines() {
+        println!("  {line}");
+    }
     println!("  total run time {:.0} s", started.elapsed().as_secs_f64());
 }
