@@ -41,12 +41,12 @@ phase() {
 }
 phase_table() {
   end_phase
-  printf '\n%-44s %8s\n' "phase" "seconds"
+  printf '\n%-56s %8s\n' "phase" "seconds"
   local i
   for i in "${!PHASE_NAMES[@]}"; do
-    printf '%-44s %8d\n' "${PHASE_NAMES[$i]}" "${PHASE_SECS[$i]}"
+    printf '%-56s %8d\n' "${PHASE_NAMES[$i]}" "${PHASE_SECS[$i]}"
   done
-  printf '%-44s %8d\n' "total" $((SECONDS - RUN_START))
+  printf '%-56s %8d\n' "total" $((SECONDS - RUN_START))
 }
 on_exit() {
   local rc=$?
