@@ -508,23 +508,35 @@ async fn an_operator_logs_in_changes_the_first_password_rolls_back_downloads_dia
             "{want} not in {cards}"
         );
     }
+    // The live section refreshes every 2 s: wait for the first refresh (the deadline only
+    // catches a page that never refreshes), and the page must still be the same document.
     b.c()
         .execute("window.sameDocument = true; return null;", vec![])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    let state = b
-        .c()
-        .execute(
-            "return [window.sameDocument === true, window.outpostLiveUpdates || 0];",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(state[0], true, "the page was not reloaded");
+    let started = Instant::now();
+    loop {
+        let state = b
+            .c()
+            .execute(
+                "return [window.sameDocument === true, window.outpostLiveUpdates || 0];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(state[0], true, "the page was reloaded instead of refreshed");
+        if state[1].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the live section never refreshed: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
-        state[1].as_u64().unwrap() >= 1,
-        "the live section refreshed: {state}"
+        b.exists("#cards").await,
+        "the refreshed live section still shows the cards"
     );
     b.shot("overview").await;
 
@@ -580,21 +592,66 @@ async fn an_operator_logs_in_changes_the_first_password_rolls_back_downloads_dia
     b.click("nav a[href='/ui/logs']").await;
     assert!(b.text("#log").await.contains("management API listening"));
     b.shot("logs").await;
+    // The level filter, from its own form: the failed login above was logged at WARN, the
+    // API's start at INFO. Under "warn" the first is listed and the second is not, and every
+    // row is WARN or ERROR.
+    b.wait_for("#log-filters select#level").await;
     b.c()
-        .goto(&format!("{}logs?level=warn", host.ui))
+        .find(Locator::Css("#log-filters select#level"))
+        .await
+        .unwrap()
+        .select_by_value("warn")
         .await
         .unwrap();
-    if b.exists("#log").await {
-        let levels = b
-            .c()
-            .find_all(Locator::Css("#log td:nth-child(2)"))
-            .await
-            .unwrap();
-        for l in levels {
-            let l = l.text().await.unwrap();
-            assert!(l == "WARN" || l == "ERROR", "{l} shown under level warn");
-        }
+    b.click("#log-filters button").await;
+    let started = Instant::now();
+    while !b
+        .c()
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .is_some_and(|q| q.contains("level=warn"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the filter form did not load level=warn"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    b.wait_path("/ui/logs").await;
+    assert_eq!(
+        b.c()
+            .find(Locator::Css("#level"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("warn"),
+        "the form shows the level in force"
+    );
+    let warn_log = b.text("#log").await;
+    assert!(
+        warn_log.contains("web UI login failed"),
+        "the WARN record is listed under level warn: {warn_log}"
+    );
+    assert!(
+        !warn_log.contains("management API listening"),
+        "an INFO record is listed under level warn: {warn_log}"
+    );
+    let levels = b
+        .c()
+        .find_all(Locator::Css("#log td:nth-child(2)"))
+        .await
+        .unwrap();
+    assert!(!levels.is_empty(), "no rows under level warn");
+    for l in levels {
+        let l = l.text().await.unwrap();
+        assert!(l == "WARN" || l == "ERROR", "{l} shown under level warn");
+    }
+    b.shot("logs-warn").await;
 
     // Diagnostics: one click downloads the bundle, with the manifest's secret redacted.
     b.click("nav a[href='/ui/diagnostics']").await;
