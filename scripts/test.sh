@@ -173,13 +173,13 @@ phase "lint: guests (wasm32-wasip2)"
 
 # --- tests ---------------------------------------------------------------------------------------
 phase "tests: host workspace"
-cargo test --workspace --locked 2>&1 | tee "$LOGS/test-host.log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOGS/test-host.log"
 
 phase "tests: guest workspace (native, all targets linted)"
 # The plugins' pure logic (tiering policy with its property test, OCR and VAD pipelines) is
 # plain Rust; its tests run on the host target (wit-bindgen's imports are stubs there), built
 # through clippy-driver like the host's, which lints the guests' test targets too.
-cargo test --manifest-path plugins/Cargo.toml --workspace --locked --target-dir "$TARGET/guest-native" \
+cargo test --manifest-path plugins/Cargo.toml --workspace --locked --no-fail-fast --target-dir "$TARGET/guest-native" \
   2>&1 | tee "$LOGS/test-guest.log"
 
 # --- fuzzing -------------------------------------------------------------------------------------
